@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (set up, then run the default benchmark) and `make test` (set up, then test).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+OUT    ?= runs/demo
+
+# Few passive threads: spinning OpenMP workers stall a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
+export LIFELONG_THREADS ?= 2
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: venv demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: resolved later by another package, it would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/lifelong run --benchmark clinc150 --method ncm --seed 0 --out $(OUT)
+
+test: venv
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs

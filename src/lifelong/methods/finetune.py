@@ -1,0 +1,90 @@
+"""Sequential fine-tuning of backbone and head on each new task: the lower bound every method must beat.
+
+The head grows by the new task's classes; old rows stay but nothing protects them or the backbone, so the old
+tasks are overwritten (catastrophic forgetting).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import register
+from .base import Learner
+from .training import fit
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 2
+    lr: float = 2e-5  # backbone
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
+def grow_head(head: nn.Linear | None, dim: int, num_classes: int) -> nn.Linear:
+    """A linear head over `num_classes` that keeps the rows it already had."""
+    new = nn.Linear(dim, num_classes)
+    if head is not None:
+        with torch.no_grad():
+            new.weight[: head.out_features] = head.weight
+            new.bias[: head.out_features] = head.bias
+    return new
+
+
+@register
+class Finetune(Learner):
+    name = "finetune"
+    description = "Sequential fine-tuning of backbone + head on each task (lower bound, forgets)"
+    Config = FinetuneConfig
+
+    def __init__(self, backbone, config=None, features=None):
+        super().__init__(backbone, config, features)
+        self.encoder = copy.deepcopy(backbone)  # the shared frozen backbone stays untouched
+        self.head: nn.Linear | None = None
+
+    def training_examples(self, task):
+        return task.train
+
+    def learn(self, task) -> None:
+        self.num_classes += len(task.classes)
+        self.head = grow_head(self.head, self.encoder.dim, self.num_classes)
+        self.encoder.train()
+
+        def loss_fn(inputs, labels):
+            return F.cross_entropy(self.head(self.encoder(inputs)), labels)
+
+        c = self.config
+        fit(
+            self.training_examples(task),
+            loss_fn,
+            [
+                {"params": self.encoder.parameters(), "lr": c.lr},
+                {"params": self.head.parameters(), "lr": c.head_lr},
+            ],
+            c.epochs,
+            c.batch_size,
+            c.seed + task.index,
+            desc=f"{self.name} task {task.index}",
+        )
+        self.encoder.eval()
+
+    @torch.no_grad()
+    def predict(self, inputs) -> torch.Tensor:
+        return self.head(self.encoder.encode(inputs))
+
+    def state(self):
+        out = {f"backbone.{k}": v for k, v in self.encoder.model.state_dict().items()}
+        out.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return out
+
+    def load_state(self, tensors):
+        self.encoder.model.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")})
+        w, b = tensors["head.weight"], tensors["head.bias"]
+        self.head = nn.Linear(w.shape[1], w.shape[0])
+        self.head.load_state_dict({"weight": w, "bias": b})

@@ -1,0 +1,40 @@
+"""SimpleCIL / nearest class mean (Zhou et al., 2023): frozen features, one mean per class, cosine scores.
+
+No training and no forgetting by construction: a new task only appends its class means.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import register
+from .base import Learner
+
+
+def class_means(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    return torch.stack([feats[labels == c].mean(0) for c in classes])
+
+
+@register
+class NCM(Learner):
+    name = "ncm"
+    description = "SimpleCIL: cosine similarity to class means of frozen features (no training)"
+
+    def __init__(self, backbone, config=None, features=None):
+        super().__init__(backbone, config, features)
+        self.means = torch.empty(0, backbone.dim)
+
+    def learn(self, task) -> None:
+        feats = self.features(task.train.inputs)
+        self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
+        self.num_classes = len(self.means)
+
+    def predict(self, inputs) -> torch.Tensor:
+        return F.normalize(self.features(inputs), dim=-1) @ F.normalize(self.means, dim=-1).T
+
+    def state(self):
+        return {"class_means.weight": self.means}
+
+    def load_state(self, tensors):
+        self.means = tensors["class_means.weight"]

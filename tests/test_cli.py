@@ -1,0 +1,101 @@
+"""`lifelong` as a user runs it: a subprocess, real files, exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+REQUIRED = ["accuracy_matrix", "final_accuracy", "average_incremental_accuracy", "forgetting",
+            "backward_transfer", "bytes_per_task", "seconds_per_task", "config", "environment"]
+
+
+def lifelong(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lifelong.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("method", ["ncm", "finetune"])
+def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path, method):
+    out = tmp_path / "out"
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", method,
+                    "--backbone", tiny_backbone, "--out", out, *(["--epochs", 1] if method != "ncm" else []))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "results.json").read_text())
+    for key in REQUIRED:
+        assert key in res
+    R = res["accuracy_matrix"]
+    assert len(R) == 2 and R[0][1] is None
+    assert all(0.0 <= a <= 1.0 for row in R for a in row if a is not None)
+    assert len(res["bytes_per_task"]) == 2 and all(b > 0 for b in res["bytes_per_task"])
+    assert res["config"]["method"] == method and res["config"]["seed"] == 0
+    assert res["environment"]["torch"].startswith("2.13")
+    for name in ("accuracy_curve.png", "accuracy_matrix.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Final average accuracy" in (out / "summary.md").read_text()
+    assert "Final average accuracy" in proc.stdout  # the printed metrics table
+
+
+def test_help_documents_every_flag():
+    proc = lifelong("run", "--help")
+    assert proc.returncode == 0
+    for flag in ["--benchmark", "--method", "--seed", "--out", "--backbone", "--classes-per-task", "--epochs",
+                 "--lr", "--batch-size", "--set", "--test-file", "--cache-dir"]:
+        assert flag in proc.stdout
+
+
+def test_methods_lists_each_method():
+    proc = lifelong("methods")
+    assert proc.returncode == 0
+    for name in ("ncm", "finetune", "joint"):
+        assert name in proc.stdout
+
+
+def test_unknown_method_and_benchmark(tmp_path):
+    assert_one_line_error(lifelong("run", "--method", "magic", "--out", tmp_path), "unknown method 'magic'")
+    assert_one_line_error(lifelong("run", "--benchmark", "mnist", "--out", tmp_path), "unknown benchmark 'mnist'")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_setting_the_method_lacks(tmp_path, intents_jsonl):
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "ncm",
+                    "--epochs", 3, "--out", tmp_path)
+    assert_one_line_error(proc, "unknown setting 'epochs'")
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ('{"text": "hi", "label": "a"}\n{"text": "yo"}\n', ["bad.jsonl:2", "missing field 'label'"]),
+        ('{"text": "hi", "label": "a"}\n{"text": "  ", "label": "a"}\n', ["bad.jsonl:2", "empty text"]),
+        (b'{"text": "hi", "label": "a"}\n{"text": "caf\xe9", "label": "a"}\n', ["bad.jsonl:2", "UTF-8"]),
+        ('{"text": "a1", "label": "a", "split": "train"}\n{"text": "b1", "label": "b", "split": "test"}\n',
+         ["bad.jsonl", "'b' never appears in the training data"]),
+    ],
+)
+def test_bad_file_gives_one_line_error_and_no_results(tmp_path, content, needles):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "out"
+    proc = lifelong("run", "--benchmark", bad, "--classes-per-task", 1, "--out", out)
+    assert_one_line_error(proc, *needles)
+    assert not (out / "results.json").exists()
+
+
+def test_file_needs_classes_per_task(intents_jsonl, tmp_path):
+    assert_one_line_error(lifelong("run", "--benchmark", intents_jsonl, "--out", tmp_path), "--classes-per-task")
+
+
+def test_bad_backbone_is_one_line(intents_jsonl, tmp_path):
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--backbone", tmp_path / "none",
+                    "--out", tmp_path / "o")
+    assert_one_line_error(proc, "cannot load text backbone")

@@ -1,0 +1,102 @@
+"""The method protocol: registry, settings, and each method learning a small stream end to end."""
+
+import json
+
+import pytest
+import torch
+
+from lifelong import evaluation, methods
+from lifelong.backbones import FeatureCache, load_backbone
+from lifelong.data import class_incremental
+from lifelong.data.files import load_file
+from lifelong.errors import LifelongError
+
+
+@pytest.fixture
+def stream(intents_jsonl):
+    data = load_file(intents_jsonl)
+    return class_incremental(data, groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
+
+
+def test_registry_and_settings():
+    assert {"ncm", "finetune", "joint"} <= set(methods.METHODS)
+    with pytest.raises(LifelongError, match="unknown method 'nope'"):
+        methods.get("nope")
+    cfg = methods.config_from_dict(methods.get("finetune").Config, {"epochs": "3", "lr": "0.5"})
+    assert cfg.epochs == 3 and cfg.lr == 0.5
+    with pytest.raises(LifelongError, match="unknown setting 'rank'"):
+        methods.config_from_dict(methods.get("finetune").Config, {"rank": "4"})
+    with pytest.raises(LifelongError, match="cannot read 'many' as int"):
+        methods.config_from_dict(methods.get("finetune").Config, {"epochs": "many"})
+
+
+def test_ncm_with_real_minilm_separates_intents(minilm, stream):
+    learner = methods.get("ncm")(minilm)
+    result = evaluation.run(learner, stream)
+    # Class means of a real sentence encoder tell weather, bills, music and flights apart.
+    assert result["final_accuracy"] == 1.0
+    assert result["bytes_per_task"] == [2 * 384 * 4, 2 * 384 * 4]
+    assert learner.predict(["play a song by the beatles"]).argmax().item() == stream.class_names.index("play_music")
+
+
+def test_ncm_save_load_roundtrip(tiny_backbone, stream, tmp_path):
+    enc = load_backbone(tiny_backbone)
+    learner = methods.get("ncm")(enc)
+    for t in stream:
+        learner.learn(t)
+    learner.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model/learner.json").read_text())
+    assert meta["method"] == "ncm" and meta["num_classes"] == 4
+    again = methods.get("ncm").load(tmp_path / "model", enc)
+    x = stream.tasks[1].test.inputs
+    assert torch.equal(learner.predict(x), again.predict(x))
+    with pytest.raises(LifelongError, match="not 'finetune'"):
+        methods.get("finetune").load(tmp_path / "model", enc)
+
+
+def test_truncated_learner_file_is_reported(tiny_backbone, stream, tmp_path):
+    enc = load_backbone(tiny_backbone)
+    learner = methods.get("ncm")(enc)
+    learner.learn(stream.tasks[0])
+    learner.save(tmp_path / "m")
+    w = tmp_path / "m/weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-20])
+    with pytest.raises(LifelongError, match="cannot load learner"):
+        methods.get("ncm").load(tmp_path / "m", enc)
+
+
+@pytest.mark.parametrize("name", ["finetune", "joint"])
+def test_training_methods_learn_and_grow_head(tiny_backbone, stream, name):
+    enc = load_backbone(tiny_backbone)
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    cfg = methods.config_from_dict(methods.get(name).Config, {"epochs": 2, "lr": 1e-3})
+    learner = methods.get(name)(enc, cfg)
+    result = evaluation.run(learner, stream)
+    assert learner.head.out_features == 4
+    assert learner.predict(stream.tasks[0].test.inputs).shape == (4, 4)
+    # the shared backbone is untouched; the method's own copy moved
+    assert all(torch.equal(v, enc.model.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, learner.encoder.model.state_dict()[k]) for k, v in before.items())
+    assert len(result["seconds_per_task"]) == 2
+    stored = result["stored_bytes"][-1]
+    assert stored["head"] == (4 * 32 + 4) * 4
+    if name == "joint":
+        assert stored["examples"] > 0 and methods.get(name).keeps_examples
+    else:
+        assert "examples" not in stored
+
+
+def test_feature_cache_embeds_once_and_persists(tiny_backbone, tmp_path):
+    enc = load_backbone(tiny_backbone)
+    calls = []
+    real = enc.encode
+    enc.encode = lambda xs, progress=False: calls.append(len(xs)) or real(xs)
+    cache = FeatureCache(enc, tmp_path)
+    a = cache(["one", "two", "one"])
+    b = cache(["two", "three"])
+    assert calls == [2, 1]
+    assert torch.equal(a[0], a[2]) and torch.equal(a[1], b[0])
+    cache.save()
+    again = FeatureCache(enc, tmp_path)
+    assert torch.equal(again(["three", "one"]), torch.stack([b[1], a[0]]))
+    assert calls == [2, 1]
