@@ -67,7 +67,13 @@ def run(
     epochs: Annotated[int | None, typer.Option(help="Training epochs per task (methods that train).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (methods that train).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size (methods that train).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Adapter type for `adapters`: lora or bottleneck.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Adapter weight precision: 1bit, ternary, fp16 or fp32.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank or bottleneck width.")] = None,
+    blocks: Annotated[int | None, typer.Option(help="Adapt only the top N transformer blocks (0: all).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Tasks whose adapters are mixed per query (routing).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = [],
+    save: Annotated[bool, typer.Option(help="Save the final model to OUT/model (safetensors + JSON).")] = True,
     max_length: Annotated[int, typer.Option(help="Token limit per text (longer texts are truncated).")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs (default: none).", envvar="LIFELONG_CACHE")] = None,
 ) -> None:
@@ -82,7 +88,9 @@ def run(
     set_threads()
     learner_cls = methods.get(method)
     values = _parse_sets(set_)
-    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
+    flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "adapter": adapter, "precision": precision,
+             "rank": rank, "blocks": blocks, "top_k": top_k}
+    for key, value in flags.items():
         if value is not None:
             values[key] = value
     if "seed" in methods.settings(learner_cls.Config):
@@ -121,6 +129,11 @@ def run(
         "environment": _environment(),
     }
     out.mkdir(parents=True, exist_ok=True)
+    if save:
+        learner.save(out / "model")
+        result["model_files"] = {p.name: p.stat().st_size for p in sorted((out / "model").iterdir())}
+        if hasattr(learner, "file_bytes"):
+            result["file_bytes_per_task"] = learner.file_bytes(out / "model")
     accuracy_curve([result], out / "accuracy_curve.png")
     accuracy_heatmap(result, out / "accuracy_matrix.png")
     write_text(out / "summary.md", markdown(result))

@@ -88,6 +88,24 @@ class TextEncoder(nn.Module):
         self.model.train(was_training)
         return out
 
+    @torch.inference_mode()
+    def encode_split(self, texts: Sequence[str], split: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One frozen pass giving, per text, the hidden states entering block `split` (trimmed to its tokens)
+        and the pooled final feature: the first feeds adapted top blocks, the second routes to tasks."""
+        self.model.eval()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        hidden: list[torch.Tensor] = [None] * len(texts)
+        pooled = torch.empty(len(texts), self.dim)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            batch = self.tokenize([texts[i] for i in idx])
+            out = self.model(**batch, output_hidden_states=True)
+            mask = batch["attention_mask"]
+            pooled[idx] = mean_pool(out.last_hidden_state, mask).float()
+            for row, i in enumerate(idx):
+                hidden[i] = out.hidden_states[split][row, : int(mask[row].sum())].float().clone()
+        return hidden, pooled
+
     def weights_hash(self) -> str:
         """SHA-256 over parameter names and values: identifies the exact weights a stored model depends on."""
         h = hashlib.sha256()

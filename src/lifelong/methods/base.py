@@ -50,6 +50,10 @@ class Learner(ABC):
     def predict(self, inputs: Sequence) -> torch.Tensor:
         """Scores [n, num_classes] over the classes seen so far; argmax is the predicted global class id."""
 
+    def predict_routed(self, inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores, and for methods that route among per-task modules the weight of each task [n, T]."""
+        return self.predict(inputs), None
+
     @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:
         """Every tensor the method must keep to predict, named `kind.name` (kind groups the byte report)."""

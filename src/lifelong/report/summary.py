@@ -41,7 +41,7 @@ def human_bytes(n) -> str:
 def _bytes_with_exact(n) -> str:
     if not _is_number(n):
         return NA
-    exact = f"{round(n):,} bytes" if float(n).is_integer() else f"{n:,.1f} bytes"
+    exact = f"{round(n):,} bytes"
     return f"{human_bytes(n)} ({exact})"
 
 
@@ -55,31 +55,23 @@ def mean_bytes_per_task(result: dict) -> float | None:
 
 
 def total_stored_bytes(result: dict) -> int | float | None:
-    """Bytes stored once every task is learned: the sum over tasks of what each task added.
-
-    `bytes_per_task[i]` (and its breakdown `stored_bytes[i]`) is what learning task i stored.
-    """
+    """Bytes stored once every task is learned. `stored_bytes[i]` is the total after task i, by kind, and
+    `bytes_per_task[i]` what task i added, so either gives it."""
+    stored = result.get("stored_bytes")
+    if stored and isinstance(stored[-1], dict) and all(_is_number(v) for v in stored[-1].values()):
+        return sum(stored[-1].values())
     per_task = result.get("bytes_per_task")
     if per_task and all(_is_number(b) for b in per_task):
         return sum(per_task)
-    stored = result.get("stored_bytes")
-    if stored and all(isinstance(d, dict) for d in stored):
-        vals = [v for d in stored for v in d.values()]
-        if all(_is_number(v) for v in vals):
-            return sum(vals)
     return None
 
 
 def _stored_breakdown(result: dict) -> str | None:
-    """'class_means 67.5 KB, adapters 3.0 KB' summed over tasks, or None when not available."""
+    """'adapter 30.6 KB, head 112.8 KB' after the last task, or None when not available."""
     stored = result.get("stored_bytes")
-    if not stored or not all(isinstance(d, dict) for d in stored):
+    if not stored or not isinstance(stored[-1], dict):
         return None
-    totals: dict[str, float] = {}
-    for d in stored:
-        for k, v in d.items():
-            if _is_number(v):
-                totals[k] = totals.get(k, 0) + v
+    totals = {k: v for k, v in stored[-1].items() if _is_number(v)}
     if len(totals) < 2:  # a single component says nothing the total does not
         return None
     return ", ".join(f"{k} {human_bytes(v)}" for k, v in totals.items())

@@ -1,0 +1,57 @@
+"""Time predicting CLINC150's test set with a saved `adapters` model against one plain backbone pass.
+
+Both start cold (no cached features) and run in this one process, alternating, so the ratio is fair on a
+noisy shared machine. Usage: python benchmarks/predict_speed.py RUN_DIR/model [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+
+from lifelong.backbones import load_backbone
+from lifelong.backbones.text import set_threads
+from lifelong.data import clinc150
+from lifelong.methods.adapters import Adapters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    set_threads()
+    enc = load_backbone()
+    texts = [x for t in clinc150.stream() for x in t.test.inputs]
+    plain, routed = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        enc.encode(texts)
+        plain.append(time.perf_counter() - t0)
+        learner = Adapters.load(args.model, enc)  # fresh: nothing cached
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            learner.predict(texts)
+        routed.append(time.perf_counter() - t0)
+    out = {
+        "examples": len(texts),
+        "tasks": len(learner.heads),
+        "top_k": learner.config.top_k,
+        "blocks": learner.config.blocks,
+        "plain_backbone_seconds": statistics.median(plain),
+        "adapters_predict_seconds": statistics.median(routed),
+        "ratio": statistics.median(r / p for r, p in zip(routed, plain)),
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Inject adapters into an unmodified Hugging Face encoder by module name, PEFT-style.
+
+Only the top `blocks` transformer blocks get adapters. They are copied out of the backbone together with their
+adapters (`AdaptedTop`), so the frozen lower blocks run once per input and their hidden states feed every task's
+adapter: scoring T tasks costs one backbone pass plus the top blocks per routed task, not T backbone passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import LifelongError
+from .bottleneck import ParallelBottleneck
+from .lora import LoRALinear
+from .quant import check_precision
+from .site import AdapterSite
+
+
+@dataclass
+class AdapterConfig:
+    kind: str = "lora"  # lora | bottleneck
+    precision: str = "1bit"  # 1bit | ternary | fp16 | fp32
+    rank: int = 8  # LoRA rank, or bottleneck width
+    alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / rank) * B A
+    targets: list[str] = field(default_factory=lambda: ["query", "value"])  # LoRA: linear layers by name
+    blocks: int = 2  # adapt the top N transformer blocks (0: all)
+
+    def validate(self) -> AdapterConfig:
+        if self.kind not in ("lora", "bottleneck"):
+            raise LifelongError(f"unknown adapter {self.kind!r}; choose lora or bottleneck")
+        check_precision(self.precision)
+        if self.rank < 1:
+            raise LifelongError("adapter rank/width must be at least 1")
+        return self
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks: as long as config.num_hidden_layers, the outermost such list."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return name, module
+    raise LifelongError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+class AdaptedTop(nn.Module):
+    """The top blocks of a backbone with adapters injected; `forward(hidden, mask)` continues a frozen pass."""
+
+    def __init__(self, backbone_model: nn.Module, config: AdapterConfig):
+        super().__init__()
+        config.validate()
+        prefix, blocks = find_blocks(backbone_model)
+        n = len(blocks)
+        k = n if config.blocks <= 0 else min(config.blocks, n)
+        self.split = n - k  # index of the first adapted block
+        self.config, self.model_config = config, backbone_model.config
+        self.blocks = copy.deepcopy(blocks[self.split :])
+        for p in self.blocks.parameters():
+            p.requires_grad_(False)
+        self.sites: dict[str, AdapterSite] = {}
+        self.sites_local: list[str] = []
+        names = [name for name, _ in self.blocks.named_modules()]
+        for name in names:
+            if any(name.startswith(done + ".") for done in self.sites_local):
+                continue  # inside a module already wrapped
+            module = self.blocks.get_submodule(name) if name else self.blocks
+            site = self._site_for(name, module)
+            if site is not None:
+                _replace(self.blocks, name, site)
+                self.sites_local.append(name)
+                i, _, rest = name.partition(".")
+                self.sites[f"{prefix}.{self.split + int(i)}.{rest}"] = site
+        if not self.sites:
+            raise LifelongError(f"no module of the top {k} blocks matches adapter targets {config.targets}")
+
+    def _site_for(self, name: str, module: nn.Module) -> AdapterSite | None:
+        c = self.config
+        if c.kind == "lora":
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in c.targets:
+                return LoRALinear(module, c.rank, c.alpha, c.precision)
+        elif re.fullmatch(r"\d+\.output", name) and hasattr(module, "dense"):
+            return ParallelBottleneck(module, self.model_config.hidden_size, c.rank, c.precision)
+        return None
+
+    def set_active(self, which: int | str | None) -> None:
+        for s in self.sites.values():
+            s.active = which
+
+    def new_task(self) -> list[nn.Parameter]:
+        for s in self.sites.values():
+            s.new_task()
+        return [p for s in self.sites.values() for p in list(s.latent.values()) + list(s.scalars.values())]
+
+    def freeze(self) -> dict[str, torch.Tensor]:
+        """Quantise and bank the current task's adapter; its packed tensors, named `site.matrix.part`."""
+        return {f"{n}.{k}": v for n, s in self.sites.items() for k, v in s.freeze().items()}
+
+    def add_packed(self, packed: dict[str, torch.Tensor]) -> None:
+        for n, s in self.sites.items():
+            s.add_packed({k[len(n) + 1 :]: v for k, v in packed.items() if k.startswith(n + ".")})
+
+    def expected(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Names, shapes and dtypes of one task's packed adapter: a file must match before it is trusted."""
+        from .quant import packed_shapes
+
+        out = {}
+        for n, s in self.sites.items():
+            for k, shape in s.shapes().items():
+                for part, spec in packed_shapes(shape, s.precision).items():
+                    out[f"{n}.{k}.{part}"] = spec
+            for k in s.scalar_init():
+                out[f"{n}.{k}"] = ((1,), torch.float32)
+        return out
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        from ..backbones.text import mean_pool
+
+        attn = create_bidirectional_mask(config=self.model_config, inputs_embeds=hidden, attention_mask=mask)
+        for block in self.blocks:
+            hidden = block(hidden, attn)
+        return mean_pool(hidden, mask)

@@ -1,0 +1,255 @@
+"""One tiny adapter per task, stored at 1 bit per weight; routed without a task id (the `lifelong` learner).
+
+Per task: a fresh adapter in the top blocks of the frozen backbone and a classifier over that task's classes are
+trained on the task's data, then frozen: the adapter is quantised and packed, the head and the task's class
+prototypes (frozen-feature class means, used for routing) are kept in fp16. Nothing learned earlier changes, so
+isolation is exact. At inference, routing picks the top-k tasks, their adapters run on the shared hidden states of
+the frozen lower blocks, and their predictions are mixed (see routing.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from .. import routing
+from ..adapters import AdaptedTop, AdapterConfig
+from ..errors import LifelongError
+from ..io import atomic_dir
+from . import register
+from .base import Learner, config_from_dict
+from .ncm import class_means
+from .training import fit
+
+
+@dataclass
+class AdaptersConfig:
+    adapter: str = "lora"  # lora | bottleneck
+    precision: str = "1bit"  # 1bit | ternary | fp16 | fp32
+    rank: int = 8  # LoRA rank or bottleneck width
+    alpha: float = 16.0
+    targets: str = "query,value"  # LoRA target linear layers, comma-separated
+    blocks: int = 2  # adapt the top N blocks (0: all)
+    top_k: int = 2  # tasks whose adapters run per query
+    temperature: float = 0.02  # routing softmax temperature (cosine scale)
+    confidence: float = 1.0  # weight of the adapted model's confidence in the mixture
+    epochs: int = 4
+    lr: float = 2e-3
+    batch_size: int = 32
+    seed: int = 0
+
+    def adapter_config(self) -> AdapterConfig:
+        targets = [t.strip() for t in self.targets.split(",") if t.strip()]
+        return AdapterConfig(self.adapter, self.precision, self.rank, self.alpha, targets, self.blocks).validate()
+
+
+def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(h) for h in hidden])
+    mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+    return pad_sequence(hidden, batch_first=True), mask
+
+
+@register
+class Adapters(Learner):
+    name = "adapters"
+    description = "One 1-bit (or ternary/fp16/fp32) LoRA or bottleneck adapter per task, routed without task id"
+    Config = AdaptersConfig
+
+    def __init__(self, backbone, config=None, features=None):
+        super().__init__(backbone, config, features)
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
+        self.hidden: dict[str, torch.Tensor] = {}  # text -> hidden states entering the first adapted block
+        self.pooled: dict[str, torch.Tensor] = {}  # text -> frozen pooled feature (routing)
+        self.packed: list[dict[str, torch.Tensor]] = []
+        self.heads: list[nn.Linear] = []
+        self.prototypes: list[torch.Tensor] = []
+        self.offsets: list[int] = []  # first global class id of each task (a task's classes are contiguous)
+
+    # -- frozen pass, once per input ------------------------------------------------------------------------
+    def _frozen(self, texts) -> tuple[list[torch.Tensor], torch.Tensor]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.hidden]
+        if missing:
+            hidden, pooled = self.backbone.encode_split(missing, self.top.split)
+            self.hidden.update(zip(missing, hidden))
+            self.pooled.update(zip(missing, pooled))
+        return [self.hidden[t] for t in texts], torch.stack([self.pooled[t] for t in texts])
+
+    def _adapted(self, hidden: list[torch.Tensor], task: int | str) -> torch.Tensor:
+        self.top.set_active(task)
+        h, mask = pad(hidden)
+        return self.top(h, mask)
+
+    # -- learning -------------------------------------------------------------------------------------------
+    def learn(self, task) -> None:
+        if task.classes != list(range(self.num_classes, self.num_classes + len(task.classes))):
+            raise LifelongError("adapters needs each task to introduce new, consecutive class ids")
+        _, pooled = self._frozen(task.train.inputs)
+        offset = self.num_classes
+        head = nn.Linear(self.backbone.dim, len(task.classes))
+        params = self.top.new_task()
+        c = self.config
+
+        def loss_fn(texts, labels):
+            hidden, _ = self._frozen(texts)
+            return F.cross_entropy(head(self._adapted(hidden, "train")), labels - offset)
+
+        fit(
+            task.train,
+            loss_fn,
+            [{"params": params, "lr": c.lr}, {"params": head.parameters(), "lr": c.lr}],
+            c.epochs,
+            c.batch_size,
+            c.seed + task.index,
+            desc=f"adapters task {task.index}",
+        )
+        protos = class_means(pooled, task.train.labels, task.classes)
+        self._add_task(
+            self.top.freeze(),
+            {"weight": head.weight.detach(), "bias": head.bias.detach()},
+            protos,
+            offset,
+        )
+
+    def _add_task(self, packed, head_state, prototypes, offset, bank: bool = False) -> None:
+        """Append a finished task; head and prototypes are rounded to fp16 now so memory matches the file."""
+        if bank:
+            self.top.add_packed(packed)
+        self.packed.append(packed)
+        w, b = head_state["weight"].half().float(), head_state["bias"].half().float()
+        head = nn.Linear(w.shape[1], w.shape[0])
+        head.load_state_dict({"weight": w, "bias": b})
+        head.requires_grad_(False)
+        self.heads.append(head)
+        self.prototypes.append(prototypes.half().float())
+        self.offsets.append(offset)
+        self.num_classes = offset + w.shape[0]
+
+    # -- inference ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores over all seen classes, and the mixture weight of each task [n, T] (for routing accuracy)."""
+        hidden, pooled = self._frozen(list(inputs))
+        n, T = len(hidden), len(self.heads)
+        index, route = routing.top_tasks(routing.task_scores(pooled, self.prototypes), self.config.top_k)
+        probs: dict[tuple[int, int], torch.Tensor] = {}
+        confidence = torch.ones_like(route)
+        for t in index.unique().tolist():
+            rows, slots = (index == t).nonzero(as_tuple=True)
+            order = sorted(range(len(rows)), key=lambda i: len(hidden[rows[i]]))
+            for s in range(0, len(order), 256):
+                chunk = order[s : s + 256]
+                p = torch.softmax(self.heads[t](self._adapted([hidden[rows[i]] for i in chunk], t)), -1)
+                for i, row_p in zip(chunk, p):
+                    probs[(int(rows[i]), int(slots[i]))] = row_p
+                    confidence[rows[i], slots[i]] = row_p.max()
+        weights = routing.mixture_weights(route, confidence, self.config.temperature, self.config.confidence)
+        scores = torch.zeros(n, self.num_classes)
+        task_weights = torch.zeros(n, T)
+        for (row, slot), p in probs.items():
+            t = int(index[row, slot])
+            scores[row, self.offsets[t] : self.offsets[t] + len(p)] += weights[row, slot] * p
+            task_weights[row, t] = weights[row, slot]
+        return scores, task_weights
+
+    def predict(self, inputs) -> torch.Tensor:
+        return self.predict_routed(inputs)[0]
+
+    # -- what is stored -------------------------------------------------------------------------------------
+    def task_state(self, t: int) -> dict[str, torch.Tensor]:
+        out = {f"adapter.{k}": v for k, v in self.packed[t].items()}
+        out["head.weight"] = self.heads[t].weight.detach().half()
+        out["head.bias"] = self.heads[t].bias.detach().half()
+        out["prototypes.weight"] = self.prototypes[t].half()
+        return out
+
+    def state(self):
+        return {f"{k.split('.', 1)[0]}.t{t}.{k.split('.', 1)[1]}": v for t in range(len(self.heads)) for k, v in self.task_state(t).items()}
+
+    def load_state(self, tensors):
+        raise LifelongError("adapters models load with Adapters.load(path, backbone): one file per task")
+
+    # -- persistence: one safetensors file per task, checked before use -------------------------------------
+    def save(self, path) -> Path:
+        meta = {
+            "method": self.name,
+            "config": dataclasses.asdict(self.config),
+            "backbone": self.backbone.name,
+            "backbone_sha256": self.backbone.weights_hash(),
+            "offsets": self.offsets,
+            "files": [],
+        }
+
+        def write(tmp: Path) -> None:
+            for t in range(len(self.heads)):
+                name = f"task{t:03d}.safetensors"
+                save_file({k: v.contiguous() for k, v in self.task_state(t).items()}, str(tmp / name),
+                          metadata={"task": str(t), "offset": str(self.offsets[t])})
+                meta["files"].append({"name": name, "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest(),
+                                      "bytes": (tmp / name).stat().st_size})
+            (tmp / "learner.json").write_text(json.dumps(meta, indent=2))
+
+        return atomic_dir(path, write)
+
+    def file_bytes(self, path) -> list[int]:
+        return [(Path(path) / f"task{t:03d}.safetensors").stat().st_size for t in range(len(self.heads))]
+
+    @classmethod
+    def load(cls, path, backbone, features=None) -> Adapters:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "learner.json").read_text())
+        except (OSError, ValueError) as e:
+            raise LifelongError(f"{path / 'learner.json'}: cannot read ({e})") from None
+        if meta.get("method") != cls.name:
+            raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
+        if meta.get("backbone_sha256") != backbone.weights_hash():
+            raise LifelongError(f"{path / 'learner.json'}: adapters were trained on other backbone weights "
+                                f"({meta.get('backbone')!r}) than {backbone.name!r}")
+        learner = cls(backbone, config_from_dict(cls.Config, meta["config"]), features)
+        expected = learner.top.expected()
+        for entry, offset in zip(meta["files"], meta["offsets"]):
+            file = path / entry["name"]
+            try:
+                data = file.read_bytes()
+            except OSError as e:
+                raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise LifelongError(f"{file}: checksum mismatch (truncated or modified)")
+            try:
+                tensors = load_file(str(file))
+            except (SafetensorError, ValueError) as e:
+                raise LifelongError(f"{file}: not a valid safetensors file ({e})") from None
+            learner._add_task(*_split_task_file(file, tensors, expected, backbone.dim), offset, bank=True)
+        return learner
+
+
+def _split_task_file(file, tensors, expected, dim):
+    adapter = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    for k, (shape, dtype) in expected.items():
+        if k not in adapter:
+            raise LifelongError(f"{file}: missing adapter tensor {k!r}")
+        if tuple(adapter[k].shape) != shape or adapter[k].dtype != dtype:
+            raise LifelongError(f"{file}: tensor {k!r} has shape {tuple(adapter[k].shape)} {adapter[k].dtype}, "
+                                f"expected {shape} {dtype} (different adapter settings or backbone)")
+    if set(adapter) != set(expected):
+        raise LifelongError(f"{file}: unexpected adapter tensors {sorted(set(adapter) - set(expected))}")
+    for k in ("head.weight", "head.bias", "prototypes.weight"):
+        if k not in tensors:
+            raise LifelongError(f"{file}: missing tensor {k!r}")
+    w, p = tensors["head.weight"], tensors["prototypes.weight"]
+    if w.ndim != 2 or w.shape[1] != dim or p.shape != w.shape or tensors["head.bias"].shape != (w.shape[0],):
+        raise LifelongError(f"{file}: head/prototype shapes {tuple(w.shape)}/{tuple(p.shape)} do not fit a "
+                            f"{dim}-wide backbone")
+    head = {"weight": w.float(), "bias": tensors["head.bias"].float()}
+    return adapter, head, p.float()
+
