@@ -42,9 +42,9 @@ class AdaptersConfig:
     blocks: int = 2  # adapt the top N blocks (0: all)
     top_k: int = 2  # tasks whose adapters run per query
     temperature: float = 0.02  # routing softmax temperature (cosine scale)
-    confidence: float = 1.0  # weight of the adapted model's confidence in the mixture
-    epochs: int = 4
-    lr: float = 2e-3
+    confidence: float = 1.0  # weight of the adapted model's confidence (highest logit) in the mixture
+    epochs: int = 6
+    lr: float = 3e-3
     batch_size: int = 32
     seed: int = 0
 
@@ -142,16 +142,16 @@ class Adapters(Learner):
         n, T = len(hidden), len(self.heads)
         index, route = routing.top_tasks(routing.task_scores(pooled, self.prototypes), self.config.top_k)
         probs: dict[tuple[int, int], torch.Tensor] = {}
-        confidence = torch.ones_like(route)
+        confidence = torch.zeros_like(route)
         for t in index.unique().tolist():
             rows, slots = (index == t).nonzero(as_tuple=True)
             order = sorted(range(len(rows)), key=lambda i: len(hidden[rows[i]]))
             for s in range(0, len(order), 256):
                 chunk = order[s : s + 256]
-                p = torch.softmax(self.heads[t](self._adapted([hidden[rows[i]] for i in chunk], t)), -1)
-                for i, row_p in zip(chunk, p):
-                    probs[(int(rows[i]), int(slots[i]))] = row_p
-                    confidence[rows[i], slots[i]] = row_p.max()
+                logits = self.heads[t](self._adapted([hidden[rows[i]] for i in chunk], t))
+                for i, row_logits in zip(chunk, logits):
+                    probs[(int(rows[i]), int(slots[i]))] = torch.softmax(row_logits, -1)
+                    confidence[rows[i], slots[i]] = row_logits.max()
         weights = routing.mixture_weights(route, confidence, self.config.temperature, self.config.confidence)
         scores = torch.zeros(n, self.num_classes)
         task_weights = torch.zeros(n, T)
