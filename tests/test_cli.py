@@ -24,11 +24,12 @@ def assert_one_line_error(proc, *needles):
         assert n in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("method", ["ncm", "finetune"])
-def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path, method):
+@pytest.mark.parametrize("method, extra", [("ncm", []), ("finetune", ["--epochs", 1]), ("joint", ["--epochs", 1]),
+                                           ("ranpac", ["--set", "projection=64"]), ("analytic", [])])
+def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path, method, extra):
     out = tmp_path / "out"
     proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", method,
-                    "--backbone", tiny_backbone, "--out", out, *(["--epochs", 1] if method != "ncm" else []))
+                    "--backbone", tiny_backbone, "--out", out, *extra)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "results.json").read_text())
     for key in REQUIRED:
@@ -99,3 +100,24 @@ def test_bad_backbone_is_one_line(intents_jsonl, tmp_path):
     proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--backbone", tmp_path / "none",
                     "--out", tmp_path / "o")
     assert_one_line_error(proc, "cannot load text backbone")
+
+
+def test_adapters_run_reports_file_bytes_and_routing(tiny_backbone, intents_jsonl, tmp_path):
+    out = tmp_path / "out"
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "adapters",
+                    "--adapter", "bottleneck", "--precision", "ternary", "--rank", 4, "--blocks", 1, "--top-k", 2,
+                    "--epochs", 1, "--backbone", tiny_backbone, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["settings"]["adapter"] == "bottleneck" and res["config"]["settings"]["precision"] == "ternary"
+    assert 0.0 <= res["routing_accuracy"] <= 1.0
+    files = sorted(p.name for p in (out / "model").iterdir())
+    assert files == ["learner.json", "task000.safetensors", "task001.safetensors"]
+    assert res["file_bytes_per_task"] == [(out / "model" / f).stat().st_size for f in files[1:]]
+    assert set(res["stored_bytes"][0]) == {"adapter", "head", "prototypes"}
+
+
+def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "adapters",
+                    "--precision", "2bit", "--backbone", tiny_backbone, "--out", tmp_path)
+    assert_one_line_error(proc, "unknown precision '2bit'")

@@ -1,0 +1,71 @@
+"""RanPAC (McDonnell et al., NeurIPS 2023): frozen features through a fixed random projection and ReLU, then a
+ridge classifier from the accumulated Gram matrix G = sum phi phi^T and C = sum phi y^T. Adding a task adds to G
+and C, so the classifier after task i is exactly the joint ridge solution on tasks 0..i. The ridge strength is
+chosen on held-out data of the tasks seen so far (their validation split, else a tenth of their training data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import register
+from .base import Learner
+from .ridge import RandomExpansion, one_hot, ridge_solve
+
+
+@dataclass
+class RanPACConfig:
+    projection: int = 2048  # random features (0: use the frozen features as they are)
+    ridges: str = "1e-2,1e-1,1,10,100,1000,10000"  # candidates; the best on held-out data is used
+    seed: int = 0
+
+
+@register
+class RanPAC(Learner):
+    name = "ranpac"
+    description = "RanPAC: random projection + ReLU of frozen features, ridge classifier from the Gram matrix"
+    Config = RanPACConfig
+
+    def __init__(self, backbone, config=None, features=None):
+        super().__init__(backbone, config, features)
+        self.expand = RandomExpansion(backbone.dim, self.config.projection, self.config.seed)
+        m = self.expand.out_dim
+        self.gram = torch.zeros(m, m, dtype=torch.float64)
+        self.cross = torch.zeros(m, 0, dtype=torch.float64)
+        self.weight = torch.zeros(m, 0, dtype=torch.float64)
+        self.lam = None
+        self.held_out: list[tuple[torch.Tensor, torch.Tensor]] = []  # features of held-out data, for lambda only
+
+    def learn(self, task) -> None:
+        self.num_classes += len(task.classes)
+        train, held = task.train, task.val
+        if held is None or len(held) == 0:  # hold out every tenth training example
+            idx = torch.arange(len(train))
+            held, train = train.select(idx[idx % 10 == 0].tolist()), train.select(idx[idx % 10 != 0].tolist())
+        phi = self.expand(self.features(train.inputs))
+        self.gram += phi.T @ phi
+        self.cross = F.pad(self.cross, (0, len(task.classes))) + phi.T @ one_hot(train.labels, self.num_classes)
+        self.held_out.append((self.expand(self.features(held.inputs)), held.labels))
+        hx = torch.cat([h for h, _ in self.held_out])
+        hy = torch.cat([y for _, y in self.held_out])
+        best = None
+        for lam in (float(x) for x in self.config.ridges.split(",")):
+            w = ridge_solve(self.gram, self.cross, lam)
+            acc = ((hx @ w).argmax(1) == hy).double().mean().item()
+            if best is None or acc > best[0]:
+                best = (acc, lam, w)
+        _, self.lam, self.weight = best
+
+    def predict(self, inputs) -> torch.Tensor:
+        return (self.expand(self.features(inputs)) @ self.weight).float()
+
+    def state(self):
+        # G and C are what a later task needs; W is derived from them but kept to predict without solving.
+        return {"gram.matrix": self.gram, "gram.cross": self.cross, "classifier.weight": self.weight}  # float64: exact
+
+    def load_state(self, tensors):
+        self.gram, self.cross = tensors["gram.matrix"].double(), tensors["gram.cross"].double()
+        self.weight = tensors["classifier.weight"].double()
