@@ -29,6 +29,14 @@ class Examples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def nbytes(self) -> int:
+        """What keeping these examples costs: UTF-8 text or tensor bytes, plus the labels."""
+        if isinstance(self.inputs, torch.Tensor):
+            size = self.inputs.numel() * self.inputs.element_size()
+        else:
+            size = sum(len(x.encode("utf-8")) for x in self.inputs)
+        return size + self.labels.numel() * self.labels.element_size()
+
     def select(self, index: Sequence[int]) -> Examples:
         index = list(index)
         if isinstance(self.inputs, torch.Tensor):

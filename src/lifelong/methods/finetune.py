@@ -48,16 +48,28 @@ class Finetune(Learner):
         self.encoder = copy.deepcopy(backbone)  # the shared frozen backbone stays untouched
         self.head: nn.Linear | None = None
 
+    # hooks for the methods built on this loop (l2, ewc, lwf, wa, replay, joint)
     def training_examples(self, task):
         return task.train
 
+    def start_task(self, task) -> None:
+        pass
+
+    def extra_loss(self, inputs, logits) -> torch.Tensor | float:
+        return 0.0
+
+    def end_task(self, task) -> None:
+        pass
+
     def learn(self, task) -> None:
+        self.start_task(task)
         self.num_classes += len(task.classes)
         self.head = grow_head(self.head, self.encoder.dim, self.num_classes)
         self.encoder.train()
 
         def loss_fn(inputs, labels):
-            return F.cross_entropy(self.head(self.encoder(inputs)), labels)
+            logits = self.head(self.encoder(inputs))
+            return F.cross_entropy(logits, labels) + self.extra_loss(inputs, logits)
 
         c = self.config
         fit(
@@ -73,6 +85,7 @@ class Finetune(Learner):
             desc=f"{self.name} task {task.index}",
         )
         self.encoder.eval()
+        self.end_task(task)
 
     @torch.no_grad()
     def predict(self, inputs) -> torch.Tensor:

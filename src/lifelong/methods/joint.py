@@ -26,7 +26,5 @@ class Joint(Finetune):
 
     def stored_bytes(self):
         out = super().stored_bytes()
-        out["examples"] = sum(len(x.encode("utf-8")) for e in self.seen for x in e.inputs) + sum(
-            e.labels.numel() * e.labels.element_size() for e in self.seen
-        )
+        out["examples"] = sum(e.nbytes() for e in self.seen)
         return out

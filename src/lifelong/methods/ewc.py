@@ -1,0 +1,48 @@
+"""Elastic weight consolidation (Kirkpatrick et al., 2017): the L2 pull weighted per parameter by the diagonal
+Fisher information, accumulated over tasks (online EWC with a single anchor at the latest weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import register
+from .l2 import L2, L2Config
+
+
+@dataclass
+class EWCConfig(L2Config):
+    strength: float = 1000.0
+    fisher_batches: int = 50  # mini-batches of the task used to estimate the Fisher diagonal
+
+
+@register
+class EWC(L2):
+    name = "ewc"
+    description = "Elastic weight consolidation: Fisher-weighted pull towards earlier weights"
+    Config = EWCConfig
+
+    def fisher(self, task) -> dict[str, torch.Tensor]:
+        """Mean squared gradient of the log-likelihood of the model's own labels (empirical Fisher, per batch)."""
+        params = dict(self.encoder.model.named_parameters())
+        out = {n: torch.zeros_like(p) for n, p in params.items()}
+        c = self.config
+        gen = torch.Generator().manual_seed(c.seed + task.index)
+        order = torch.randperm(len(task.train), generator=gen).tolist()
+        batches = [order[i : i + c.batch_size] for i in range(0, len(order), c.batch_size)][: c.fisher_batches]
+        for idx in batches:
+            batch = task.train.select(idx)
+            self.encoder.zero_grad(set_to_none=True)
+            F.cross_entropy(self.head(self.encoder(batch.inputs)), batch.labels).backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    out[n] += p.grad.detach() ** 2 / len(batches)
+        self.encoder.zero_grad(set_to_none=True)
+        return out
+
+    def end_task(self, task) -> None:
+        f = self.fisher(task)
+        self.importance = {n: self.importance.get(n, 0) + v for n, v in f.items()}
+        super().end_task(task)
