@@ -92,7 +92,7 @@ def test_learner_end_to_end_save_load_identical(enc, stream, tmp_path, adapter, 
     again = methods.get("adapters").load(tmp_path / "m", enc)
     # same frozen inputs (padding in a different batch moves the last float bit), then the stored model must
     # compute exactly what the trained one did
-    again.hidden, again.pooled = learner.hidden, learner.pooled
+    again.cache = learner.cache
     assert torch.equal(again.predict(x), before)
     assert learner.file_bytes(tmp_path / "m") == [(tmp_path / f"m/task00{i}.safetensors").stat().st_size for i in (0, 1)]
 
@@ -159,3 +159,18 @@ def test_bad_adapter_settings(enc):
         cfg = methods.config_from_dict(methods.get("adapters").Config, settings)
         with pytest.raises(LifelongError, match=msg):
             methods.get("adapters")(enc, cfg)
+
+
+def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):
+    cfg = methods.config_from_dict(methods.get("aper").Config, {"rank": 4, "epochs": 1})
+    learner = methods.get("aper")(enc, cfg)
+    learner.learn(stream.tasks[0])
+    packed = {k: v.clone() for k, v in learner.packed.items()}
+    learner.learn(stream.tasks[1])
+    assert all(torch.equal(packed[k], v) for k, v in learner.packed.items())  # no adapting after task 0
+    assert learner.means.shape == (4, 64)
+    learner.save(tmp_path / "aper")
+    again = methods.get("aper").load(tmp_path / "aper", enc)
+    again.cache = learner.cache
+    x = stream.tasks[1].test.inputs
+    assert torch.equal(again.predict(x), learner.predict(x))

@@ -26,7 +26,7 @@ def assert_one_line_error(proc, *needles):
 
 @pytest.mark.parametrize("method, extra", [("ncm", []), ("finetune", ["--epochs", 1]), ("joint", ["--epochs", 1]),
                                            ("ranpac", ["--set", "projection=64"]), ("analytic", []),
-                                           *[(m, ["--epochs", 1]) for m in ("l2", "ewc", "lwf", "wa", "replay")]])
+                                           *[(m, ["--epochs", 1]) for m in ("l2", "ewc", "lwf", "wa", "replay", "aper")]])
 def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path, method, extra):
     out = tmp_path / "out"
     proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", method,

@@ -19,6 +19,6 @@ def get(name: str) -> type[Learner]:
     return METHODS[name]
 
 
-from . import adapters, analytic, ewc, finetune, joint, l2, lwf, ncm, ranpac, replay, wa  # noqa: E402,F401  (registration side effect)
+from . import adapters, analytic, aper, ewc, finetune, joint, l2, lwf, ncm, ranpac, replay, wa  # noqa: E402,F401  (registration side effect)
 
 __all__ = ["METHODS", "Learner", "config_from_dict", "get", "register", "settings"]

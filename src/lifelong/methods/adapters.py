@@ -59,6 +59,45 @@ def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_sequence(hidden, batch_first=True), mask
 
 
+class SplitCache:
+    """The frozen pass, once per input: hidden states entering the first adapted block, and the pooled feature."""
+
+    def __init__(self, backbone, split: int):
+        self.backbone, self.split = backbone, split
+        self.hidden: dict[str, torch.Tensor] = {}
+        self.pooled: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts) -> tuple[list[torch.Tensor], torch.Tensor]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.hidden]
+        if missing:
+            hidden, pooled = self.backbone.encode_split(missing, self.split)
+            self.hidden.update(zip(missing, hidden))
+            self.pooled.update(zip(missing, pooled))
+        return [self.hidden[t] for t in texts], torch.stack([self.pooled[t] for t in texts])
+
+
+def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> torch.Tensor:
+    """Pooled output of the top blocks with adapter `which` on padded cached hidden states."""
+    top.set_active(which)
+    h, mask = pad(hidden)
+    return top(h, mask)
+
+
+def train_adapter(top: AdaptedTop, cache: SplitCache, task, config, desc: str) -> tuple[dict, nn.Linear]:
+    """Train a fresh adapter and a head over the task's classes; returns the packed adapter and the head."""
+    offset = min(task.classes)
+    head = nn.Linear(top.model_config.hidden_size, len(task.classes))
+    params = top.new_task()
+
+    def loss_fn(texts, labels):
+        hidden, _ = cache(texts)
+        return F.cross_entropy(head(adapted(top, hidden, "train")), labels - offset)
+
+    groups = [{"params": params, "lr": config.lr}, {"params": head.parameters(), "lr": config.lr}]
+    fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc)
+    return top.freeze(), head
+
+
 @register
 class Adapters(Learner):
     name = "adapters"
@@ -68,57 +107,21 @@ class Adapters(Learner):
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
         self.top = AdaptedTop(backbone.model, self.config.adapter_config())
-        self.hidden: dict[str, torch.Tensor] = {}  # text -> hidden states entering the first adapted block
-        self.pooled: dict[str, torch.Tensor] = {}  # text -> frozen pooled feature (routing)
+        self.cache = SplitCache(backbone, self.top.split)
         self.packed: list[dict[str, torch.Tensor]] = []
         self.heads: list[nn.Linear] = []
         self.prototypes: list[torch.Tensor] = []
         self.offsets: list[int] = []  # first global class id of each task (a task's classes are contiguous)
 
-    # -- frozen pass, once per input ------------------------------------------------------------------------
-    def _frozen(self, texts) -> tuple[list[torch.Tensor], torch.Tensor]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.hidden]
-        if missing:
-            hidden, pooled = self.backbone.encode_split(missing, self.top.split)
-            self.hidden.update(zip(missing, hidden))
-            self.pooled.update(zip(missing, pooled))
-        return [self.hidden[t] for t in texts], torch.stack([self.pooled[t] for t in texts])
-
-    def _adapted(self, hidden: list[torch.Tensor], task: int | str) -> torch.Tensor:
-        self.top.set_active(task)
-        h, mask = pad(hidden)
-        return self.top(h, mask)
-
     # -- learning -------------------------------------------------------------------------------------------
     def learn(self, task) -> None:
         if task.classes != list(range(self.num_classes, self.num_classes + len(task.classes))):
             raise LifelongError("adapters needs each task to introduce new, consecutive class ids")
-        _, pooled = self._frozen(task.train.inputs)
-        offset = self.num_classes
-        head = nn.Linear(self.backbone.dim, len(task.classes))
-        params = self.top.new_task()
-        c = self.config
-
-        def loss_fn(texts, labels):
-            hidden, _ = self._frozen(texts)
-            return F.cross_entropy(head(self._adapted(hidden, "train")), labels - offset)
-
-        fit(
-            task.train,
-            loss_fn,
-            [{"params": params, "lr": c.lr}, {"params": head.parameters(), "lr": c.lr}],
-            c.epochs,
-            c.batch_size,
-            c.seed + task.index,
-            desc=f"adapters task {task.index}",
-        )
+        _, pooled = self.cache(task.train.inputs)
+        packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
         protos = class_means(pooled, task.train.labels, task.classes)
-        self._add_task(
-            self.top.freeze(),
-            {"weight": head.weight.detach(), "bias": head.bias.detach()},
-            protos,
-            offset,
-        )
+        state = {"weight": head.weight.detach(), "bias": head.bias.detach()}
+        self._add_task(packed, state, protos, self.num_classes)
 
     def _add_task(self, packed, head_state, prototypes, offset, bank: bool = False) -> None:
         """Append a finished task; head and prototypes are rounded to fp16 now so memory matches the file."""
@@ -138,7 +141,7 @@ class Adapters(Learner):
     @torch.no_grad()
     def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores over all seen classes, and the mixture weight of each task [n, T] (for routing accuracy)."""
-        hidden, pooled = self._frozen(list(inputs))
+        hidden, pooled = self.cache(list(inputs))
         n, T = len(hidden), len(self.heads)
         index, route = routing.top_tasks(routing.task_scores(pooled, self.prototypes), self.config.top_k)
         probs: dict[tuple[int, int], torch.Tensor] = {}
@@ -148,7 +151,7 @@ class Adapters(Learner):
             order = sorted(range(len(rows)), key=lambda i: len(hidden[rows[i]]))
             for s in range(0, len(order), 256):
                 chunk = order[s : s + 256]
-                logits = self.heads[t](self._adapted([hidden[rows[i]] for i in chunk], t))
+                logits = self.heads[t](adapted(self.top, [hidden[rows[i]] for i in chunk], t))
                 for i, row_logits in zip(chunk, logits):
                     probs[(int(rows[i]), int(slots[i]))] = torch.softmax(row_logits, -1)
                     confidence[rows[i], slots[i]] = row_logits.max()

@@ -1,0 +1,75 @@
+"""APER (Zhou et al., IJCV 2024, "adapt and merge"): adapt the backbone with an adapter on the first task only,
+then classify every task by cosine to class means of [frozen feature, adapted feature]. The first task's data
+makes the features fit the domain; the frozen half keeps them general. Later tasks only add class means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..adapters import AdaptedTop, AdapterConfig
+from . import register
+from .base import Learner
+from .adapters import SplitCache, adapted, train_adapter
+from .ncm import class_means
+
+
+@dataclass
+class APERConfig:
+    adapter: str = "lora"
+    precision: str = "1bit"
+    rank: int = 8
+    alpha: float = 16.0
+    targets: str = "query,value"
+    blocks: int = 2
+    epochs: int = 6
+    lr: float = 3e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
+@register
+class APER(Learner):
+    name = "aper"
+    description = "APER: adapter trained on the first task only, class means of frozen + adapted features"
+    Config = APERConfig
+
+    def __init__(self, backbone, config=None, features=None):
+        super().__init__(backbone, config, features)
+        c = self.config
+        targets = [t.strip() for t in c.targets.split(",") if t.strip()]
+        self.top = AdaptedTop(backbone.model, AdapterConfig(c.adapter, c.precision, c.rank, c.alpha, targets, c.blocks))
+        self.cache = SplitCache(backbone, self.top.split)
+        self.packed: dict[str, torch.Tensor] = {}
+        self.means = torch.empty(0, 2 * backbone.dim)
+
+    @torch.no_grad()
+    def merged(self, texts) -> torch.Tensor:
+        hidden, pooled = self.cache(list(texts))
+        out = []
+        for s in range(0, len(hidden), 256):
+            out.append(adapted(self.top, hidden[s : s + 256], 0))
+        return torch.cat([F.normalize(pooled, dim=-1), F.normalize(torch.cat(out), dim=-1)], dim=-1)
+
+    def learn(self, task) -> None:
+        if not self.packed:
+            self.packed, _ = train_adapter(self.top, self.cache, task, self.config, f"aper adapt task {task.index}")
+        feats = self.merged(task.train.inputs)
+        self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
+        self.num_classes = len(self.means)
+
+    def predict(self, inputs) -> torch.Tensor:
+        return F.normalize(self.merged(inputs), dim=-1) @ F.normalize(self.means, dim=-1).T
+
+    def state(self):
+        out = {f"adapter.{k}": v for k, v in self.packed.items()}
+        out["class_means.weight"] = self.means
+        return out
+
+    def load_state(self, tensors):
+        self.packed = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
+        self.top.add_packed(self.packed)
+        self.means = tensors["class_means.weight"]
