@@ -33,16 +33,15 @@ from .training import fit
 
 
 @dataclass
-class AdaptersConfig:
+class AdapterTrainConfig:
+    """Settings of one trained adapter and its task head (shared by `adapters` and `aper`)."""
+
     adapter: str = "lora"  # lora | bottleneck
     precision: str = "1bit"  # 1bit | ternary | fp16 | fp32
     rank: int = 8  # LoRA rank or bottleneck width
     alpha: float = 16.0
     targets: str = "query,value"  # LoRA target linear layers, comma-separated
     blocks: int = 2  # adapt the top N blocks (0: all)
-    top_k: int = 2  # tasks whose adapters run per query
-    temperature: float = 0.02  # routing softmax temperature (cosine scale)
-    confidence: float = 1.0  # weight of the adapted model's confidence (highest logit) in the mixture
     epochs: int = 6
     lr: float = 3e-3
     batch_size: int = 32
@@ -51,6 +50,13 @@ class AdaptersConfig:
     def adapter_config(self) -> AdapterConfig:
         targets = [t.strip() for t in self.targets.split(",") if t.strip()]
         return AdapterConfig(self.adapter, self.precision, self.rank, self.alpha, targets, self.blocks).validate()
+
+
+@dataclass
+class AdaptersConfig(AdapterTrainConfig):
+    top_k: int = 2  # tasks whose adapters run per query
+    temperature: float = 0.02  # routing softmax temperature (cosine scale)
+    confidence: float = 1.0  # weight of the adapted model's confidence (highest logit) in the mixture
 
 
 def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

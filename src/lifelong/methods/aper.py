@@ -5,43 +5,25 @@ makes the features fit the domain; the frozen half keeps them general. Later tas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from ..adapters import AdaptedTop, AdapterConfig
+from ..adapters import AdaptedTop
 from . import register
 from .base import Learner
-from .adapters import SplitCache, adapted, train_adapter
+from .adapters import AdapterTrainConfig, SplitCache, adapted, train_adapter
 from .ncm import class_means
-
-
-@dataclass
-class APERConfig:
-    adapter: str = "lora"
-    precision: str = "1bit"
-    rank: int = 8
-    alpha: float = 16.0
-    targets: str = "query,value"
-    blocks: int = 2
-    epochs: int = 6
-    lr: float = 3e-3
-    batch_size: int = 32
-    seed: int = 0
 
 
 @register
 class APER(Learner):
     name = "aper"
     description = "APER: adapter trained on the first task only, class means of frozen + adapted features"
-    Config = APERConfig
+    Config = AdapterTrainConfig
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        c = self.config
-        targets = [t.strip() for t in c.targets.split(",") if t.strip()]
-        self.top = AdaptedTop(backbone.model, AdapterConfig(c.adapter, c.precision, c.rank, c.alpha, targets, c.blocks))
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         self.packed: dict[str, torch.Tensor] = {}
         self.means = torch.empty(0, 2 * backbone.dim)
