@@ -8,7 +8,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import dataclasses
 import datetime
-import json
 import logging
 import platform
 import sys
