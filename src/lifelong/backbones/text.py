@@ -72,17 +72,22 @@ class TextEncoder(nn.Module):
         hidden = self.model(**batch).last_hidden_state
         return mean_pool(hidden, batch["attention_mask"])
 
+    def _length_sorted_batches(self, texts: Sequence[str]):
+        """(indices, tokenized batch) over texts sorted by length, so padding costs little."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            yield idx, self.tokenize([texts[i] for i in idx])
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
         """Frozen features [n, dim]; batches of similar length so padding costs little."""
         was_training = self.model.training
         self.model.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), self.dim)
         bar = tqdm(total=len(texts), desc="embed", unit="ex", disable=not progress, leave=False)
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            out[idx] = self.forward([texts[i] for i in idx]).float()
+        for idx, batch in self._length_sorted_batches(texts):
+            out[idx] = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).float()
             bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
@@ -93,12 +98,9 @@ class TextEncoder(nn.Module):
         """One frozen pass giving, per text, the hidden states entering block `split` (trimmed to its tokens)
         and the pooled final feature: the first feeds adapted top blocks, the second routes to tasks."""
         self.model.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         hidden: list[torch.Tensor] = [None] * len(texts)
         pooled = torch.empty(len(texts), self.dim)
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            batch = self.tokenize([texts[i] for i in idx])
+        for idx, batch in self._length_sorted_batches(texts):
             out = self.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"]
             pooled[idx] = mean_pool(out.last_hidden_state, mask).float()
