@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export LIFELONG_THREADS ?= 2
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv data demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Debian packages the fashion-mnist and wordnet benchmarks read (tests use fixtures and need neither).
+DEB_DATA = dataset-fashion-mnist wordnet-base
+
+data:
+	@missing=""; for p in $(DEB_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+		echo "error: benchmark data missing; install it with: sudo apt-get install$$missing" \
+		     "(or point LIFELONG_FASHION_MNIST / LIFELONG_WORDNET at copies)" >&2; exit 1; \
+	fi
 
 demo: venv
 	$(BIN)/lifelong run --benchmark clinc150 --method ncm --seed 0 --out $(OUT)

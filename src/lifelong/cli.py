@@ -54,11 +54,11 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 @app.command()
 def run(
-    benchmark: Annotated[str, typer.Option(help="Benchmark name (clinc150) or a .jsonl/.csv file of labelled text.")] = "clinc150",
+    benchmark: Annotated[str, typer.Option(help="Benchmark name (clinc150, fashion-mnist, wordnet), a .jsonl/.csv file of labelled text, an .npz of images or an image folder.")] = "clinc150",
     method: Annotated[str, typer.Option(help="Method name; `lifelong methods` lists them.")] = "ncm",
     seed: Annotated[int, typer.Option(help="Seed for class order, initialisation and batch order.")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory for results.json, plots and summary.md.")] = Path("runs/latest"),
-    backbone: Annotated[str, typer.Option(help="Hugging Face model id or local path of the text encoder.")] = "all-MiniLM-L6-v2",
+    backbone: Annotated[str | None, typer.Option(help="Encoder: a Hugging Face text model id or path (default all-MiniLM-L6-v2), or for images efficientnet-lite0 (default) or vit:<id or path>.")] = None,
     classes_per_task: Annotated[int | None, typer.Option(help="Classes per task when the benchmark is a data file.")] = None,
     text_field: Annotated[str, typer.Option(help="Text field/column of a data file.")] = "text",
     label_field: Annotated[str, typer.Option(help="Label field/column of a data file.")] = "label",
@@ -75,10 +75,11 @@ def run(
     save: Annotated[bool, typer.Option(help="Save the final model to OUT/model (safetensors + JSON).")] = True,
     max_length: Annotated[int, typer.Option(help="Token limit per text (longer texts are truncated).")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs (default: none).", envvar="LIFELONG_CACHE")] = None,
+    oos: Annotated[bool, typer.Option("--oos", help="Also measure out-of-scope rejection after each task (benchmarks with out-of-scope queries: clinc150).")] = False,
 ) -> None:
     """Run a continual-learning benchmark end to end: learn each task, evaluate on all seen tasks, write results."""
     from . import evaluation, methods
-    from .backbones import FeatureCache, load_backbone
+    from .backbones import FeatureCache, check_modality, default_backbone, load_backbone
     from .backbones.text import set_threads
     from .data import load_stream
     from .io import write_json, write_text
@@ -101,7 +102,9 @@ def run(
     import torch
 
     torch.manual_seed(seed)
+    backbone = backbone or default_backbone(stream)
     encoder = load_backbone(backbone, max_length=max_length)
+    check_modality(encoder, stream)
     features = FeatureCache(encoder, cache_dir)
     learner = learner_cls(encoder, config, features)
 
@@ -110,7 +113,7 @@ def run(
         log.info("after task %d: average accuracy %.4f, learn %.1fs", i + 1, acc, row["seconds"])
         features.save()
 
-    result = evaluation.run(learner, stream, on_task_end=progress)
+    result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=oos)
     result = {
         "method": method,
         "benchmark": stream.name,
@@ -138,6 +141,11 @@ def run(
     write_text(out / "summary.md", markdown(result))
     write_json(out / "results.json", result)  # last: its presence means the run finished
     print_table(result)
+    if oos:
+        r = result["out_of_scope"]
+        typer.echo(f"out-of-scope after the last task: in-scope accuracy {r['in_scope_accuracy']:.4f} "
+                   f"(without rejection {r['in_scope_accuracy_no_rejection']:.4f}), "
+                   f"out-of-scope recall {r['oos_recall']:.4f}, threshold {r['threshold']}")
     typer.echo(f"wrote {out / 'results.json'}")
 
 
@@ -155,6 +163,11 @@ def list_methods() -> None:
         sets = ", ".join(f"{k}={v}" for k, v in methods.settings(cls.Config).items()) or "-"
         table.add_row(name, cls.description, "yes" if cls.keeps_examples else "no", sets)
     Console(width=160).print(table)
+
+
+from .store.cli import register as _register_store_commands  # noqa: E402  (init, learn, predict, info, rollback, serve)
+
+_register_store_commands(app)
 
 
 def main() -> None:

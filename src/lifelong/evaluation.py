@@ -3,6 +3,7 @@ no task id, fill row i of the accuracy matrix. Only this loop ever touches test 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import time
@@ -10,8 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from . import metrics
+from . import metrics, oos
 from .data.task import Examples, Stream
+from .errors import LifelongError
 from .methods.base import Learner
 
 log = logging.getLogger(__name__)
@@ -22,22 +24,49 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def accuracy(learner: Learner, examples: Examples, tasks: torch.Tensor, batch_size: int = 1024):
-    """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, and, for a
-    learner that routes among tasks, whether its highest-weighted task is the example's task (else None)."""
-    hits, routed = [], []
+def accuracy(learner: Learner, examples: Examples, tasks: torch.Tensor | None = None, batch_size: int = 1024):
+    """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its highest
+    score (for out-of-scope rejection), and, for a learner that routes among tasks, whether its
+    highest-weighted task is the example's task (else None)."""
+    hits, best, routed = [], [], []
     for s in range(0, len(examples), batch_size):
         part = examples.select(range(s, min(s + batch_size, len(examples))))
         scores, task_weights = learner.predict_routed(part.inputs)
-        hits.append(scores.argmax(-1) == part.labels)
-        if task_weights is not None:
+        top, pred = scores.max(-1)
+        hits.append(pred == part.labels)
+        best.append(top)
+        if task_weights is not None and tasks is not None:
             routed.append(task_weights.argmax(-1) == tasks[s : s + len(part)])
-    return torch.cat(hits), (torch.cat(routed) if routed else None)
+    if not hits:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0), None
+    return torch.cat(hits), torch.cat(best), (torch.cat(routed) if routed else None)
 
 
-def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], None] | None = None) -> dict:
-    """Run the stream through the learner; returns the metrics dict that results.json is built from."""
+def best_scores(learner: Learner, inputs, batch_size: int = 1024) -> torch.Tensor:
+    """The learner's highest class score per input (inputs with no label: out-of-scope queries)."""
+    out = [learner.predict(inputs[s : s + batch_size]).max(-1).values for s in range(0, len(inputs), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def rejection(learner: Learner, stream: Stream, i: int, test_hits, test_scores) -> dict:
+    """Out-of-scope protocol after task i: threshold calibrated on the seen tasks' val split and the out-of-scope
+    val queries, then in-scope accuracy (rejections count wrong) and out-of-scope recall on test."""
+    val = Examples.concat([t.val for t in stream.tasks[: i + 1] if t.val is not None])
+    val_hits, val_scores, _ = accuracy(learner, val)
+    threshold = oos.calibrate(val_scores, val_hits, best_scores(learner, stream.oos["val"]))
+    result = oos.Rejection.measure(threshold, test_scores, test_hits, best_scores(learner, stream.oos["test"]))
+    return dataclasses.asdict(result)
+
+
+def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], None] | None = None,
+        oos_protocol: bool = False) -> dict:
+    """Run the stream through the learner; returns the metrics dict that results.json is built from.
+    With `oos_protocol` (a stream that has out-of-scope queries), also out-of-scope rejection after every task."""
     T = len(stream)
+    with_oos = oos_protocol and bool(stream.oos)
+    if oos_protocol and not with_oos:
+        raise LifelongError(f"{stream.name} has no out-of-scope queries; --oos needs a benchmark that has them")
+    rejections: list[dict] = []
     R: list[list[float | None]] = [[None] * T for _ in range(T)]
     seconds, eval_seconds, stored, peaks, routing = [], [], [], [], []
     for i, task in enumerate(stream):
@@ -49,14 +78,18 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         t0 = time.perf_counter()
         seen = [t.test for t in stream.tasks[: i + 1]]
         task_of = torch.cat([torch.full((len(s),), j) for j, s in enumerate(seen)])
-        hits, routed = accuracy(learner, Examples.concat(seen), task_of)
+        hits, scores, routed = accuracy(learner, Examples.concat(seen), task_of)
         for j, part in enumerate(torch.split(hits, [len(s) for s in seen])):
             R[i][j] = part.float().mean().item()
         routing.append(routed.float().mean().item() if routed is not None else None)
+        if with_oos:
+            rejections.append(rejection(learner, stream, i, hits, scores))
         eval_seconds.append(time.perf_counter() - t0)
         stored.append(learner.stored_bytes())
         peaks.append(peak_memory_mb())
         row = {"task": i, "accuracy": R[i][: i + 1], "seconds": seconds[-1], "stored_bytes": stored[-1]}
+        if with_oos:
+            row["out_of_scope"] = rejections[-1]
         if on_task_end:
             on_task_end(i, row)
 
@@ -72,6 +105,9 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         peak_memory_mb=max(peaks),
         peak_memory_mb_per_task=peaks,
     )
+    if with_oos:
+        out["out_of_scope"] = rejections[-1]
+        out["out_of_scope_per_task"] = rejections
     if routing[-1] is not None:
         out["routing_accuracy"] = routing[-1]
         out["routing_accuracy_per_task"] = routing

@@ -36,3 +36,29 @@ class ParallelBottleneck(AdapterSite):
         w = self.weights()
         delta = F.linear(F.relu(F.linear(input_tensor, w["down"])), w["up"]) * w["scale"]
         return self.base(hidden_states, input_tensor + delta)
+
+
+class ParallelMLPBottleneck(ParallelBottleneck):
+    """AdaptFormer (Chen et al., 2022) for a block whose MLP is a one-input module (Hugging Face ViT's `mlp`): the
+    adapter reads the MLP's input and its output is added to the MLP's."""
+
+    def forward(self, x):
+        y = self.base(x)
+        if self.active is None:
+            return y
+        w = self.weights()
+        return y + F.linear(F.relu(F.linear(x, w["down"])), w["up"]) * w["scale"]
+
+
+class ConvBlockBottleneck(ParallelBottleneck):
+    """A residual adapter after a convolutional block (Rebuffi et al., 2017, in series): y = block(x), then
+    y + scale * up(relu(down(y))) with 1x1 convolutions over y's channels. Works whatever the block's stride or
+    width change, since it only sees the block's output."""
+
+    def forward(self, x, *args, **kwargs):
+        y = self.base(x, *args, **kwargs)
+        if self.active is None:
+            return y
+        w = self.weights()
+        delta = F.conv2d(F.relu(F.conv2d(y, w["down"][:, :, None, None])), w["up"][:, :, None, None])
+        return y + delta * w["scale"]

@@ -1,8 +1,15 @@
-"""Inject adapters into an unmodified Hugging Face encoder by module name, PEFT-style.
+"""Inject adapters into an unmodified Hugging Face encoder (or an image backbone's StagedModel) by module name,
+PEFT-style.
 
 Only the top `blocks` transformer blocks get adapters. They are copied out of the backbone together with their
 adapters (`AdaptedTop`), so the frozen lower blocks run once per input and their hidden states feed every task's
 adapter: scoring T tasks costs one backbone pass plus the top blocks per routed task, not T backbone passes.
+
+Image backbones (config.modality == "image", backbones/image.py): `forward(hidden)` runs the copied blocks and a
+frozen copy of the backbone's pooling tail (a mask, if passed, is ignored: every image has the same hidden shape).
+LoRA also goes on 1x1 convolutions, and the default targets (query, value) mean the backbone's own (ViT: q_proj,
+v_proj; EfficientNet: the expand and project 1x1 convolutions); a bottleneck goes parallel to each ViT block's MLP
+(AdaptFormer), or after each convolutional block.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import LifelongError
-from .bottleneck import ParallelBottleneck
-from .lora import LoRALinear
+from .bottleneck import ConvBlockBottleneck, ParallelBottleneck, ParallelMLPBottleneck
+from .lora import LoRAConv1x1, LoRALinear, is_pointwise
 from .quant import check_precision
 from .site import AdapterSite
+
+DEFAULT_TARGETS = ("query", "value")
 
 
 @dataclass
@@ -27,7 +36,7 @@ class AdapterConfig:
     precision: str = "1bit"  # 1bit | ternary | fp16 | fp32
     rank: int = 8  # LoRA rank, or bottleneck width
     alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / rank) * B A
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])  # LoRA: linear layers by name
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # LoRA: linear/1x1 conv layers by name
     blocks: int = 2  # adapt the top N transformer blocks (0: all)
 
     def validate(self) -> AdapterConfig:
@@ -53,18 +62,49 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
-class AdaptedTop(nn.Module):
-    """The top blocks of a backbone with adapters injected; `forward(hidden, mask)` continues a frozen pass."""
+class TopBlocks(nn.Module):
+    """A copy of the top `blocks` transformer blocks of a backbone (0: all); `forward(hidden, mask)` continues a
+    frozen pass from block `split` and mean-pools. Its weights are trainable (methods that train the top blocks)."""
+
+    def __init__(self, backbone_model: nn.Module, blocks: int):
+        super().__init__()
+        self.prefix, all_blocks = find_blocks(backbone_model)
+        n = len(all_blocks)
+        k = n if blocks <= 0 else min(blocks, n)
+        self.split = n - k  # index of the first copied block
+        self.model_config = backbone_model.config
+        self.blocks = copy.deepcopy(all_blocks[self.split :])
+        self.image = getattr(self.model_config, "modality", "text") == "image"
+        self.dim = self.model_config.hidden_size
+        self.tail = None
+        if self.image:  # the pooling after the last block (a LayerNorm, or EfficientNet's conv head), frozen
+            self.tail = copy.deepcopy(backbone_model.tail).requires_grad_(False).eval()
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.image:
+            for block in self.blocks:
+                hidden = block(hidden)
+            return self.tail(hidden)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        from ..backbones.text import mean_pool
+
+        attn = create_bidirectional_mask(config=self.model_config, inputs_embeds=hidden, attention_mask=mask)
+        for block in self.blocks:
+            hidden = block(hidden, attn)
+        return mean_pool(hidden, mask)
+
+
+class AdaptedTop(TopBlocks):
+    """The top blocks with adapters injected and the blocks' own weights frozen."""
 
     def __init__(self, backbone_model: nn.Module, config: AdapterConfig):
-        super().__init__()
         config.validate()
-        prefix, blocks = find_blocks(backbone_model)
-        n = len(blocks)
-        k = n if config.blocks <= 0 else min(config.blocks, n)
-        self.split = n - k  # index of the first adapted block
-        self.config, self.model_config = config, backbone_model.config
-        self.blocks = copy.deepcopy(blocks[self.split :])
+        super().__init__(backbone_model, config.blocks)
+        self.config = config
+        self.targets = list(config.targets)
+        if self.image and tuple(self.targets) == DEFAULT_TARGETS:
+            self.targets = list(self.model_config.default_targets)
         for p in self.blocks.parameters():
             p.requires_grad_(False)
         self.sites: dict[str, AdapterSite] = {}
@@ -79,15 +119,24 @@ class AdaptedTop(nn.Module):
                 _replace(self.blocks, name, site)
                 self.sites_local.append(name)
                 i, _, rest = name.partition(".")
-                self.sites[f"{prefix}.{self.split + int(i)}.{rest}"] = site
+                self.sites[f"{self.prefix}.{self.split + int(i)}" + (f".{rest}" if rest else "")] = site
         if not self.sites:
-            raise LifelongError(f"no module of the top {k} blocks matches adapter targets {config.targets}")
+            raise LifelongError(f"no module of the top {len(self.blocks)} blocks matches adapter targets {self.targets}")
 
     def _site_for(self, name: str, module: nn.Module) -> AdapterSite | None:
         c = self.config
         if c.kind == "lora":
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in c.targets:
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in self.targets:
                 return LoRALinear(module, c.rank, c.alpha, c.precision)
+            if self.image and is_pointwise(module) and name.rsplit(".", 1)[-1] in self.targets:
+                return LoRAConv1x1(module, c.rank, c.alpha, c.precision)
+        elif self.image:
+            where = self.model_config.bottleneck
+            if where == "block" and re.fullmatch(r"\d+", name):
+                dim = self.model_config.block_dims[self.split + int(name)]
+                return ConvBlockBottleneck(module, dim, c.rank, c.precision)
+            if where != "block" and re.fullmatch(rf"\d+\.{where}", name):
+                return ParallelMLPBottleneck(module, self.dim, c.rank, c.precision)
         elif re.fullmatch(r"\d+\.output", name) and hasattr(module, "dense"):
             return ParallelBottleneck(module, self.model_config.hidden_size, c.rank, c.precision)
         return None
@@ -121,13 +170,3 @@ class AdaptedTop(nn.Module):
             for k in s.scalar_init():
                 out[f"{n}.{k}"] = ((1,), torch.float32)
         return out
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        from ..backbones.text import mean_pool
-
-        attn = create_bidirectional_mask(config=self.model_config, inputs_embeds=hidden, attention_mask=mask)
-        for block in self.blocks:
-            hidden = block(hidden, attn)
-        return mean_pool(hidden, mask)

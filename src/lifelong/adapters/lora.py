@@ -28,3 +28,24 @@ class LoRALinear(AdapterSite):
             return y
         w = self.weights()
         return y + self.scaling * F.linear(F.linear(x, w["A"]), w["B"])
+
+
+def is_pointwise(module: nn.Module) -> bool:
+    """A 1x1, stride-1, ungrouped convolution: a per-pixel linear layer over channels (EfficientNet's expand and
+    project convolutions)."""
+    return (isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and tuple(module.stride) == (1, 1)
+            and module.groups == 1 and tuple(module.padding) == (0, 0) and tuple(module.dilation) == (1, 1))
+
+
+class LoRAConv1x1(LoRALinear):
+    """LoRA on a pointwise convolution: the same A and B, applied per pixel as 1x1 convolutions."""
+
+    def shapes(self):
+        return {"A": (self.rank, self.base.in_channels), "B": (self.base.out_channels, self.rank)}
+
+    def forward(self, x):
+        y = self.base(x)
+        if self.active is None:
+            return y
+        w = self.weights()
+        return y + self.scaling * F.conv2d(F.conv2d(x, w["A"][:, :, None, None]), w["B"][:, :, None, None])

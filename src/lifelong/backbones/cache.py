@@ -67,6 +67,10 @@ class FeatureCache:
             self._dirty = True
         return self.table[torch.tensor([self.rows[k] for k in keys], dtype=torch.long)]
 
+    def clear(self) -> None:
+        """Drop the in-memory table (the disk copy, if any, stays)."""
+        self.rows, self.table, self._dirty = {}, torch.empty(0, self.encoder.dim), False
+
     def save(self) -> None:
         if not (self.path and self._dirty):
             return

@@ -7,6 +7,7 @@ dataset's public release into `~/.cache/lifelong/clinc150` and checked against p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -89,6 +90,8 @@ def load(root: Path | None = None) -> tuple[LabelledData, dict[str, list[str]], 
 
 
 def stream(root: Path | None = None) -> Stream:
-    """10 class-incremental tasks, one per domain in `domains.json` key order, 15 intents each."""
-    data, domains, _ = load(root)
-    return class_incremental(data, groups=list(domains.values()), task_names=list(domains))
+    """10 class-incremental tasks, one per domain in `domains.json` key order, 15 intents each; with the
+    out-of-scope queries of val (100) and test (1,000) for the rejection protocol."""
+    data, domains, oos = load(root)
+    s = class_incremental(data, groups=list(domains.values()), task_names=list(domains))
+    return dataclasses.replace(s, oos={"val": oos["val"], "test": oos["test"]})

@@ -30,7 +30,7 @@ def load_file(
 ) -> LabelledData:
     """Splits come from the rows' `split` field and/or the separate `test_path` file; only when neither is
     given is a test set held out, stratified per class so every evaluated class has also been trained on."""
-    rows = _parse(path, text_field, label_field, split_field)
+    rows = read_rows(path, text_field, label_field, split_field)
     has_split = any(split is not None for *_, split in rows)
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
     for line, text, label, split in rows:
@@ -38,11 +38,11 @@ def load_file(
             raise LifelongError(f"{path}:{line}: no {split_field!r} value (other rows have one)")
         splits[split or "train"].append((text, label))
     if test_path is not None:
-        splits["test"] += [(text, label) for _, text, label, _ in _parse(test_path, text_field, label_field, None)]
+        splits["test"] += [(text, label) for _, text, label, _ in read_rows(test_path, text_field, label_field, None)]
     elif not has_split:
         if not 0 < test_fraction < 1:
             raise LifelongError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-        splits["train"], splits["test"] = _hold_out(splits["train"], test_fraction, seed)
+        splits["train"], splits["test"] = hold_out(splits["train"], test_fraction, seed)
     if not splits["test"]:
         why = f"no row has {split_field} 'test'" if has_split else "every class has a single example"
         raise LifelongError(f"{path}: no test examples ({why})")
@@ -51,7 +51,7 @@ def load_file(
     return data
 
 
-def _hold_out(rows, fraction, seed):
+def hold_out(rows, fraction, seed):
     """Per class, so rare classes still get tested; a class with one example has to stay in train."""
     by_label: dict[str, list[int]] = {}
     for i, (_, label) in enumerate(rows):
@@ -67,10 +67,10 @@ def _hold_out(rows, fraction, seed):
     return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]
 
 
-def _parse(path, text_field, label_field, split_field):
+def read_rows(path, text_field, label_field, split_field):
     """(line, text, label, split-or-None) per row, validated."""
     out = []
-    for line, row in _rows(path, text_field, label_field):
+    for line, row in records(path, text_field, label_field):
         values = []
         for field in (text_field, label_field):
             if row.get(field) is None:
@@ -105,7 +105,7 @@ def _parse(path, text_field, label_field, split_field):
     return out
 
 
-def _rows(path, text_field, label_field):
+def records(path, text_field, label_field):
     """(1-based line, dict) pairs; format errors name the line."""
     p = Path(path)
     if not p.is_file():

@@ -73,6 +73,7 @@ class Stream:
     tasks: list[Task]
     class_names: list[str]  # global id -> name
     scenario: str = "class-incremental"
+    oos: dict[str, list] | None = None  # out-of-scope inputs per split ("val", "test"), where the data set has them
 
     def __len__(self) -> int:
         return len(self.tasks)

@@ -19,6 +19,22 @@ def get(name: str) -> type[Learner]:
     return METHODS[name]
 
 
-from . import adapters, analytic, aper, ewc, finetune, joint, l2, lwf, ncm, ranpac, replay, wa  # noqa: E402,F401  (registration side effect)
+from . import (  # noqa: F401  (registration side effect)
+    adapters,
+    analytic,
+    aper,
+    ekpc,
+    ewc,
+    finetune,
+    inflora,
+    joint,
+    l2,
+    lwf,
+    ncm,
+    ranpac,
+    replay,
+    slca,
+    wa,
+)
 
 __all__ = ["METHODS", "Learner", "config_from_dict", "get", "register", "settings"]

@@ -48,8 +48,13 @@ class AdapterTrainConfig:
     seed: int = 0
 
     def adapter_config(self) -> AdapterConfig:
-        targets = [t.strip() for t in self.targets.split(",") if t.strip()]
-        return AdapterConfig(self.adapter, self.precision, self.rank, self.alpha, targets, self.blocks).validate()
+        return AdapterConfig(self.adapter, self.precision, self.rank, self.alpha, parse_targets(self.targets),
+                             self.blocks).validate()
+
+
+def parse_targets(targets: str) -> list[str]:
+    """LoRA target layers from a comma-separated setting."""
+    return [t.strip() for t in targets.split(",") if t.strip()]
 
 
 @dataclass
@@ -66,7 +71,8 @@ def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SplitCache:
-    """The frozen pass, once per input: hidden states entering the first adapted block, and the pooled feature."""
+    """The frozen pass, once per input: hidden states entering the first adapted block, and the pooled feature.
+    Texts (and image paths) are their own keys; image arrays are keyed by a digest of their bytes."""
 
     def __init__(self, backbone, split: int):
         self.backbone, self.split = backbone, split
@@ -74,12 +80,32 @@ class SplitCache:
         self.pooled: dict[str, torch.Tensor] = {}
 
     def __call__(self, texts) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if isinstance(texts, torch.Tensor) or (len(texts) and not isinstance(texts[0], str)):
+            return self._by_content(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self.hidden]
         if missing:
             hidden, pooled = self.backbone.encode_split(missing, self.split)
             self.hidden.update(zip(missing, hidden))
             self.pooled.update(zip(missing, pooled))
         return [self.hidden[t] for t in texts], torch.stack([self.pooled[t] for t in texts])
+
+    def _by_content(self, images) -> tuple[list[torch.Tensor], torch.Tensor]:
+        from ..backbones.cache import _key
+
+        keys = [_key(torch.as_tensor(x)) for x in images]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        missing = [k for k in first if k not in self.hidden]
+        if missing:
+            hidden, pooled = self.backbone.encode_split([images[first[k]] for k in missing], self.split)
+            self.hidden.update(zip(missing, hidden))
+            self.pooled.update(zip(missing, pooled))
+        return [self.hidden[k] for k in keys], torch.stack([self.pooled[k] for k in keys])
+
+    def clear(self) -> None:
+        self.hidden.clear()
+        self.pooled.clear()
 
 
 def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> torch.Tensor:
@@ -89,18 +115,46 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
     return top(h, mask)
 
 
-def train_adapter(top: AdaptedTop, cache: SplitCache, task, config, desc: str) -> tuple[dict, nn.Linear]:
-    """Train a fresh adapter and a head over the task's classes; returns the packed adapter and the head."""
-    offset = min(task.classes)
-    head = nn.Linear(top.model_config.hidden_size, len(task.classes))
-    params = top.new_task()
+def new_class_offset(learner: Learner, task) -> int:
+    """First global id of the task's classes; methods with one output column per class need them new and
+    consecutive (class-incremental streams)."""
+    if task.classes != list(range(learner.num_classes, learner.num_classes + len(task.classes))):
+        raise LifelongError(f"{learner.name} needs each task to introduce new, consecutive class ids")
+    return learner.num_classes
+
+
+@torch.no_grad()
+def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256) -> torch.Tensor:
+    """`forward(h, mask) -> pooled` over cached hidden states in length-sorted chunks, rows in input order."""
+    order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
+    parts = [forward(*pad([hidden[i] for i in order[s : s + chunk]])) for s in range(0, len(order), chunk)]
+    feats = torch.cat(parts)
+    out = torch.empty_like(feats)
+    out[torch.tensor(order)] = feats
+    return out
+
+
+def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict], config, desc: str,
+            extra=None) -> list[float]:
+    """Train on a task through the frozen pass and `forward(h, mask) -> pooled`: cross-entropy over the task's own
+    classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given."""
+    offset, n = min(task.classes), len(task.classes)
 
     def loss_fn(texts, labels):
         hidden, _ = cache(texts)
-        return F.cross_entropy(head(adapted(top, hidden, "train")), labels - offset)
+        loss = F.cross_entropy(head(forward(*pad(hidden)))[:, -n:], labels - offset)
+        return loss + extra() if extra is not None else loss
 
+    return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc)
+
+
+def train_adapter(top: AdaptedTop, cache: SplitCache, task, config, desc: str) -> tuple[dict, nn.Linear]:
+    """Train a fresh adapter and a head over the task's classes; returns the packed adapter and the head."""
+    head = nn.Linear(top.model_config.hidden_size, len(task.classes))
+    params = top.new_task()
+    top.set_active("train")
     groups = [{"params": params, "lr": config.lr}, {"params": head.parameters(), "lr": config.lr}]
-    fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc)
+    fit_top(top, cache, head, task, groups, config, desc)
     return top.freeze(), head
 
 
@@ -121,8 +175,7 @@ class Adapters(Learner):
 
     # -- learning -------------------------------------------------------------------------------------------
     def learn(self, task) -> None:
-        if task.classes != list(range(self.num_classes, self.num_classes + len(task.classes))):
-            raise LifelongError("adapters needs each task to introduce new, consecutive class ids")
+        new_class_offset(self, task)
         _, pooled = self.cache(task.train.inputs)
         packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
         protos = class_means(pooled, task.train.labels, task.classes)
@@ -201,7 +254,7 @@ class Adapters(Learner):
         def write(tmp: Path) -> None:
             for t in range(len(self.heads)):
                 name = f"task{t:03d}.safetensors"
-                save_file({k: v.contiguous() for k, v in self.task_state(t).items()}, str(tmp / name),
+                save_file({k: v.contiguous() for k, v in sorted(self.task_state(t).items())}, str(tmp / name),
                           metadata={"task": str(t), "offset": str(self.offsets[t])})
                 meta["files"].append({"name": name, "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest(),
                                       "bytes": (tmp / name).stat().st_size})

@@ -54,6 +54,13 @@ class Learner(ABC):
         """Scores, and for methods that route among per-task modules the weight of each task [n, T]."""
         return self.predict(inputs), None
 
+    def clear_cache(self) -> None:
+        """Forget per-input cached features (kept during a run so each input is embedded once); a server calls
+        this after each request so memory does not grow with every text it has seen."""
+        for cache in (self.features, getattr(self, "cache", None)):
+            if hasattr(cache, "clear"):
+                cache.clear()
+
     @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:
         """Every tensor the method must keep to predict, named `kind.name` (kind groups the byte report)."""

@@ -1,0 +1,170 @@
+"""The production loop on the command line: `init`, `learn`, `predict`, `info`, `rollback`, `serve`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import LifelongError
+
+Model = Annotated[Path, typer.Argument(help="Model directory.")]
+
+
+def init(
+    model: Model,
+    backbone: Annotated[str, typer.Option(help="Hugging Face model id or local path of the encoder.")] = "all-MiniLM-L6-v2",
+    method: Annotated[str, typer.Option(help="Method name; `lifelong methods` lists them.")] = "adapters",
+    precision: Annotated[str | None, typer.Option(help="Adapter precision: 1bit, ternary, fp16 or fp32.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = [],
+    max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
+) -> None:
+    """Create an empty model (version 0) with a backbone and a method."""
+    from ..cli import _parse_sets
+    from .store import ModelStore
+
+    values = _parse_sets(set_)
+    if precision is not None:
+        values["precision"] = precision
+    ModelStore.init(model, backbone, method, values, max_length)
+    typer.echo(f"created {model} (method {method}, backbone {backbone}); add classes with `lifelong learn {model} --data FILE`")
+
+
+def learn(
+    model: Model,
+    data: Annotated[Path, typer.Option(help="JSONL or CSV of labelled examples of the new classes.")],
+    eval_: Annotated[Path | None, typer.Option("--eval", help="Held-out JSONL/CSV (classes learned so far, and out-of-scope rows) for the threshold and the metrics recorded.")] = None,
+    name: Annotated[str, typer.Option(help="Task name (default: taskN).")] = "",
+    text_field: Annotated[str, typer.Option(help="Text field/column.")] = "text",
+    label_field: Annotated[str, typer.Option(help="Label field/column.")] = "label",
+    oos_label: Annotated[str, typer.Option(help="Label of out-of-scope rows in --eval.")] = "oos",
+    holdout: Annotated[float, typer.Option(help="Without --eval: fraction of the new data held out to calibrate the threshold (0: none).")] = 0.1,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another learn on the same model.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Seed for the hold-out.")] = 0,
+) -> None:
+    """Learn the classes in DATA as the next task: a new version, the older ones kept."""
+    from ..backbones.text import set_threads
+    from ..data.files import read_rows
+    from .store import ModelStore
+
+    set_threads()
+    if not 0 <= holdout < 1:
+        raise LifelongError(f"--holdout must be in [0, 1), got {holdout}")
+    rows = [(t, c) for _, t, c, _ in read_rows(data, text_field, label_field, None)]
+    held = [(t, c) for _, t, c, _ in read_rows(eval_, text_field, label_field, None)] if eval_ else None
+    entry = ModelStore(model).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data))
+    task = entry["tasks"][-1]
+    typer.echo(f"version {entry['version']}: learned {len(task['classes'])} classes from {task['train_examples']} "
+               f"examples in {entry['learn_seconds']:.1f}s; {entry['new_bytes']:,} new bytes")
+    if entry["metrics"]:
+        m = entry["metrics"]
+        recall = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.4f}"
+        typer.echo(f"held out: in-scope accuracy {m['in_scope_accuracy']:.4f} (without rejection "
+                   f"{m['in_scope_accuracy_no_rejection']:.4f}), out-of-scope recall {recall}, threshold {m['threshold']}")
+
+
+def predict(
+    model: Model,
+    text: Annotated[list[str], typer.Option(help="A text to classify (repeatable).")] = [],
+    file: Annotated[Path | None, typer.Option(help="JSONL/CSV with a text field, or plain text with one query per line.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text field of --file.")] = "text",
+    top_k: Annotated[int, typer.Option(help="Labels returned per text.")] = 1,
+    version: Annotated[int | None, typer.Option(help="Version to use (default: current).")] = None,
+) -> None:
+    """Classify texts; prints one JSON object per text (label `out_of_scope` below the threshold)."""
+    from ..backbones.text import set_threads
+    from .store import ModelStore
+
+    set_threads()
+    texts = list(text) + (_read_texts(file, text_field) if file else [])
+    if not texts:
+        raise LifelongError("nothing to classify: give --text or --file")
+    loaded = ModelStore(model).load(version)
+    for s in range(0, len(texts), 256):
+        for t, p in zip(texts[s : s + 256], loaded.predict(texts[s : s + 256], top_k)):
+            sys.stdout.write(json.dumps({"text": t, **p}) + "\n")
+
+
+def _read_texts(path: Path, text_field: str) -> list[str]:
+    if path.suffix.lower() in (".jsonl", ".json", ".csv"):
+        from ..data.files import records
+
+        out = []
+        for line, row in records(path, text_field, text_field):
+            value = row.get(text_field)
+            if not isinstance(value, str) or not value.strip():
+                raise LifelongError(f"{path}:{line}: missing or empty text field {text_field!r}")
+            out.append(value)
+        return out
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise LifelongError(f"{path}: cannot read ({e})") from None
+
+
+def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False) -> None:
+    """Versions, classes and bytes of a model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report.summary import human_bytes
+    from .store import ModelStore
+
+    store = ModelStore(model)
+    manifest = store.manifest()
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    entry = store.entry(None, manifest)
+    b = manifest["backbone"]
+    console = Console(width=160)
+    typer.echo(f"{model}: method {manifest['method']}, backbone {b['name']} ({b['sha256'][:12]}), "
+                  f"current version {manifest['current']}, {sum(len(t['classes']) for t in entry['tasks'])} classes")
+    table = Table("version", "created", "parent", "tasks", "classes", "bytes", "new bytes", "threshold",
+                  "in-scope acc", "oos recall")
+    for e in manifest["versions"]:
+        m = e.get("metrics") or {}
+        mark = " (current)" if e["version"] == manifest["current"] else ""
+        table.add_row(f"{e['version']}{mark}", e["created"], str(e["parent"]), str(len(e["tasks"])),
+                      str(sum(len(t["classes"]) for t in e["tasks"])), human_bytes(e["bytes"]),
+                      human_bytes(e["new_bytes"]), _fmt(e["threshold"]), _fmt(m.get("in_scope_accuracy")),
+                      _fmt(m.get("oos_recall")))
+    console.print(table)
+    for t in entry["tasks"]:
+        typer.echo(f"  task {t['name']!r} (version {t['version']}): {', '.join(t['classes'])}")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def rollback(model: Model, to: Annotated[int, typer.Option(help="Version to make current.")], wait: float = 60.0) -> None:
+    """Make an earlier version current (nothing is deleted; the next learn builds on it)."""
+    from .store import ModelStore
+
+    entry = ModelStore(model).rollback(to, wait)
+    typer.echo(f"{model}: current version is now {entry['version']}")
+
+
+def serve(
+    model: Model,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    learn_token: Annotated[str | None, typer.Option(help="Enable POST /learn for requests bearing this token.", envvar="LIFELONG_LEARN_TOKEN")] = None,
+) -> None:
+    """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
+    import uvicorn
+
+    from ..backbones.text import set_threads
+    from .server import create_app
+
+    set_threads()
+    uvicorn.run(create_app(model, learn_token), host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (init, learn, predict, info, rollback, serve):
+        app.command()(command)

@@ -1,0 +1,327 @@
+"""A versioned model directory that keeps learning: `init`, then one new version per `learn`, `rollback` to any.
+
+    MODEL/manifest.json         backbone (name, weights hash), method, settings, current version, version history
+    MODEL/versions/v0003/       one published version: learner files (safetensors + JSON), version.json
+    MODEL/lock                  held (flock) by whoever writes: learn, rollback
+
+Published versions never change. A new version is built in a temporary directory, published by one rename, and
+only then made current by an atomic rewrite of the manifest, so a writer killed at any moment leaves the previous
+version current and loadable; leftovers of a killed writer are removed by the next one. Files identical to the
+parent version's (an `adapters` model's earlier tasks) are hard links, so a version costs only what it adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import methods, oos
+from ..data.task import Examples, Task
+from ..errors import LifelongError
+from ..evaluation import accuracy, best_scores
+from ..io import write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+class StoreBusy(LifelongError):
+    """Another writer holds the model's lock."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ModelStore:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+        self._backbones: dict[tuple, object] = {}
+
+    # -- creating and reading ----------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path, backbone: str, method: str, settings: dict, max_length: int = 128) -> ModelStore:
+        """A new, empty model (version 0): checks the method and its settings now, not at the first `learn`."""
+        from ..backbones import load_backbone
+
+        store = cls(path)
+        if store.manifest_path.exists():
+            raise LifelongError(f"{store.manifest_path}: a model already exists here")
+        if store.path.exists() and any(store.path.iterdir()):
+            raise LifelongError(f"{store.path}: directory is not empty")
+        learner_cls = methods.get(method)
+        config = methods.config_from_dict(learner_cls.Config, settings)
+        encoder = load_backbone(backbone, max_length=max_length)
+        store._backbones[(backbone, max_length)] = encoder
+        manifest = {
+            "format": FORMAT,
+            "backbone": {"name": backbone, "sha256": encoder.weights_hash(), "max_length": max_length},
+            "method": method,
+            "settings": asdict(config),
+            "current": 0,
+            "versions": [{"version": 0, "created": _now(), "parent": None, "tasks": [], "threshold": None,
+                          "metrics": None, "files": {}, "bytes": 0, "new_bytes": 0}],
+        }
+        (store.path / "versions").mkdir(parents=True, exist_ok=True)
+        write_json(store.manifest_path, manifest)
+        return store
+
+    def manifest(self) -> dict:
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LifelongError(f"{self.path}: not a model (no manifest.json; create one with `lifelong init`)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LifelongError(f"{self.manifest_path}: cannot read ({e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "versions" not in manifest:
+            raise LifelongError(f"{self.manifest_path}: not a lifelong model manifest (format {FORMAT})")
+        return manifest
+
+    def entry(self, version: int | None = None, manifest: dict | None = None) -> dict:
+        manifest = manifest or self.manifest()
+        version = manifest["current"] if version is None else version
+        for e in manifest["versions"]:
+            if e["version"] == version:
+                return e
+        known = ", ".join(str(e["version"]) for e in manifest["versions"])
+        raise LifelongError(f"{self.path}: no version {version} (versions: {known})")
+
+    def version_dir(self, version: int) -> Path:
+        return self.path / "versions" / f"v{version:04d}"
+
+    # -- loading a version ---------------------------------------------------------------------------------
+    def backbone(self, manifest: dict):
+        from ..backbones import load_backbone
+
+        b = manifest["backbone"]
+        key = (b["name"], b["max_length"])
+        if key not in self._backbones:
+            encoder = load_backbone(b["name"], max_length=b["max_length"])
+            if encoder.weights_hash() != b["sha256"]:
+                raise LifelongError(f"{self.manifest_path}: backbone {b['name']!r} here has other weights than the "
+                                    "ones this model was trained on")
+            self._backbones[key] = encoder
+        return self._backbones[key]
+
+    def load(self, version: int | None = None) -> Model:
+        """The learner of a version, its class names and threshold; every file is checked against its SHA-256."""
+        manifest = self.manifest()
+        entry = self.entry(version, manifest)
+        learner_cls = methods.get(manifest["method"])
+        encoder = self.backbone(manifest)
+        if entry["version"] == 0:
+            learner = learner_cls(encoder, methods.config_from_dict(learner_cls.Config, manifest["settings"]))
+        else:
+            folder = self.version_dir(entry["version"]) / "learner"
+            for name, digest in entry["files"].items():
+                file = folder / name
+                try:
+                    ok = _sha256(file) == digest
+                except OSError as e:
+                    raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
+                if not ok:
+                    raise LifelongError(f"{file}: checksum mismatch (truncated or modified); "
+                                        f"older versions may still load (`lifelong rollback`)")
+            learner = learner_cls.load(folder, encoder)
+        classes = [c for t in entry["tasks"] for c in t["classes"]]
+        return Model(learner, classes, entry["threshold"], entry["version"])
+
+    # -- writing -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, wait: float = 0.0):
+        """Exclusive writer lock; waits up to `wait` seconds for another writer, then fails with one line."""
+        self.manifest()  # a clear error if this is not a model
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                        raise StoreBusy(f"{self.path}: another learn or rollback is running (pid {holder}); "
+                                            "try again when it ends") from None
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self._clean_leftovers()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _clean_leftovers(self) -> None:
+        """Under the lock: temporary and unpublished version directories of a writer that was killed."""
+        known = {self.version_dir(e["version"]).name for e in self.manifest()["versions"]}
+        for d in (self.path / "versions").iterdir():
+            if d.name not in known:
+                log.warning("removing %s, left by an interrupted learn", d)
+                shutil.rmtree(d, ignore_errors=True)
+
+    def learn(self, rows: list[tuple[str, str]], name: str = "", calibration: list[tuple[str, str]] | None = None,
+              oos_label: str = "oos", holdout: float = 0.1, seed: int = 0, wait: float = 60.0,
+              source: str = "data") -> dict:
+        """Learn the classes in `rows` (text, label) as the next task; returns the new version's entry.
+
+        `calibration` (held-out rows: known classes, and `oos_label` for out-of-scope) sets the rejection threshold
+        and the metrics recorded; without it a stratified `holdout` fraction of `rows` is held out for that.
+        """
+        from ..data.files import hold_out
+
+        with self.lock(wait):
+            manifest = self.manifest()
+            parent = self.entry(None, manifest)
+            model = self.load(parent["version"])
+            known = {c: t["name"] for t in parent["tasks"] for c in t["classes"]}
+            for _, label in rows:
+                if label == oos_label:
+                    raise LifelongError(f"{source}: training rows cannot be labelled {oos_label!r} (out of scope)")
+                if label in known:
+                    raise LifelongError(f"{source}: class {label!r} was already learned (task {known[label]!r}); "
+                                        "a learn call brings new classes only")
+            new_classes = list(dict.fromkeys(label for _, label in rows))
+            if not new_classes:
+                raise LifelongError(f"{source}: no training rows")
+            if calibration is None and holdout > 0:
+                rows, calibration = hold_out(rows, holdout, seed)
+            class_names = model.classes + new_classes
+            ids = {c: i for i, c in enumerate(class_names)}
+            index = len(parent["tasks"])
+            task = Task(index, [ids[c] for c in new_classes],
+                        Examples([t for t, _ in rows], torch.tensor([ids[c] for _, c in rows])), None,
+                        Examples([], torch.empty(0, dtype=torch.long)), name or f"task{index}")
+            t0 = time.perf_counter()
+            model.learner.learn(task)
+            seconds = time.perf_counter() - t0
+            threshold, metrics = parent["threshold"], None
+            if calibration:
+                in_scope = [(t, c) for t, c in calibration if c != oos_label]
+                for _, c in in_scope:
+                    if c not in ids:
+                        raise LifelongError(f"{source}: held-out class {c!r} was never learned")
+                out_texts = [t for t, c in calibration if c == oos_label]
+                examples = Examples([t for t, _ in in_scope], torch.tensor([ids[c] for _, c in in_scope], dtype=torch.long))
+                hits, scores, _ = accuracy(model.learner, examples)
+                oos_scores = best_scores(model.learner, out_texts) if out_texts else None
+                threshold = oos.calibrate(scores, hits, oos_scores)
+                metrics = asdict(oos.Rejection.measure(threshold, scores, hits, oos_scores))
+                metrics.update(in_scope_examples=len(in_scope), out_of_scope_examples=len(out_texts))
+                threshold = metrics["threshold"]
+            version = max(e["version"] for e in manifest["versions"]) + 1
+            entry = {
+                "version": version,
+                "created": _now(),
+                "parent": parent["version"],
+                "tasks": parent["tasks"] + [{"name": task.name, "classes": new_classes, "version": version,
+                                             "train_examples": len(rows), "source": source}],
+                "threshold": threshold,
+                "metrics": metrics,
+                "learn_seconds": round(seconds, 3),
+            }
+            entry.update(self._publish(model.learner, entry, parent))
+            manifest["versions"].append(entry)
+            manifest["current"] = version
+            _crash_point("before-manifest")
+            write_json(self.manifest_path, manifest)
+            return entry
+
+    def _publish(self, learner, entry: dict, parent: dict) -> dict:
+        """Write the version into a temporary directory, link unchanged files to the parent's, rename it in."""
+        final = self.version_dir(entry["version"])
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            learner.save(tmp / "learner")
+            _crash_point("after-save")
+            old = self.version_dir(parent["version"]) / "learner"
+            files, total, new = {}, 0, 0
+            for f in sorted((tmp / "learner").iterdir()):
+                digest, size = _sha256(f), f.stat().st_size
+                files[f.name] = digest
+                total += size
+                if parent["files"].get(f.name) == digest and (old / f.name).is_file():
+                    link = f.with_name(f.name + ".link")
+                    os.link(old / f.name, link)
+                    os.replace(link, f)
+                else:
+                    new += size
+            info = {"files": files, "bytes": total, "new_bytes": new}
+            write_json(tmp / "version.json", {**entry, **info})
+            _fsync_dir(tmp / "learner")
+            _fsync_dir(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            _crash_point("after-publish")
+            return info
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def rollback(self, version: int, wait: float = 60.0) -> dict:
+        """Make an older (or newer) version current; the next `learn` builds on it. Nothing is deleted."""
+        with self.lock(wait):
+            manifest = self.manifest()
+            entry = self.entry(version, manifest)
+            self.load(version)  # refuse to roll back to a version that does not load
+            manifest["current"] = version
+            write_json(self.manifest_path, manifest)
+            return entry
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the durability tests: LIFELONG_CRASH_AT=name kills this process here (SIGKILL)."""
+    if os.environ.get("LIFELONG_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
+
+
+class Model:
+    """One loaded version: predictions with class names, scores and out-of-scope rejection."""
+
+    def __init__(self, learner, classes: list[str], threshold: float | None, version: int):
+        self.learner, self.classes, self.threshold, self.version = learner, classes, threshold, version
+
+    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
+        if not self.classes:
+            raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
+        with torch.no_grad():
+            scores = self.learner.predict(list(texts))
+        self.learner.clear_cache()  # a server sees endless new texts: keep no per-text state
+        k = max(1, min(top_k, len(self.classes)))
+        values, index = scores.topk(k, dim=-1)
+        out = []
+        for v, i in zip(values.tolist(), index.tolist()):
+            rejected = self.threshold is not None and v[0] < self.threshold
+            out.append({
+                "label": oos.OUT_OF_SCOPE if rejected else self.classes[i[0]],
+                "score": round(v[0], 6),
+                "top": [{"label": self.classes[c], "score": round(s, 6)} for s, c in zip(v, i)],
+            })
+        return out
