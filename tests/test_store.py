@@ -13,6 +13,7 @@ from test_cli import assert_one_line_error, lifelong
 
 from lifelong import oos
 from lifelong.errors import LifelongError
+from lifelong.methods import get
 from lifelong.store import ModelStore
 
 TASKS = {
@@ -130,7 +131,7 @@ def test_learn_killed_at_a_crash_point_leaves_the_previous_version(model, tmp_pa
     env = {**os.environ, "LIFELONG_CRASH_AT": point}
     data = write_task(tmp_path / "task1.jsonl", GROUPS[1])
     proc = subprocess.run([sys.executable, "-m", "lifelong.cli", "learn", str(model), "--data", str(data)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == -signal.SIGKILL
     store = ModelStore(model)
     assert store.manifest()["current"] == 1 and store.load().classes == GROUPS[0]
@@ -210,7 +211,6 @@ def test_stream_protocol_reports_rejection_after_each_task(tiny_backbone):
     from lifelong import evaluation
     from lifelong.backbones import load_backbone
     from lifelong.data.task import LabelledData, class_incremental
-    from lifelong.methods import get
 
     rows = [(t, c) for c in TASKS for t in TASKS[c]]
     data = LabelledData("toy", rows[::2], rows[1::2], rows[1::2])
@@ -224,3 +224,22 @@ def test_stream_protocol_reports_rejection_after_each_task(tiny_backbone):
     for r in res["out_of_scope_per_task"]:
         assert 0 <= r["in_scope_accuracy"] <= r["in_scope_accuracy_no_rejection"] <= 1
         assert r["oos_recall"] in (0.0, 0.5, 1.0)
+
+
+def test_a_finished_run_becomes_version_one(tmp_path, tiny_backbone, intents_jsonl):
+    run = tmp_path / "run"
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "ncm",
+                    "--backbone", tiny_backbone, "--out", run)
+    assert proc.returncode == 0, proc.stderr
+    model = tmp_path / "model"
+    proc = lifelong("init", model, "--from-run", run)
+    assert proc.returncode == 0, proc.stderr
+    store = ModelStore(model)
+    tasks = json.loads((run / "results.json").read_text())["config"]["task_classes"]
+    loaded = store.load()
+    assert loaded.version == 1 and loaded.classes == [c for t in tasks for c in t]
+    texts = ["play some jazz", "book a flight to paris"]
+    run_model = get("ncm").load(run / "model", loaded.learner.backbone)
+    assert torch.equal(loaded.learner.predict(texts), run_model.predict(texts))
+    assert_one_line_error(lifelong("init", tmp_path / "m2", "--from-run", tmp_path / "nowhere"), "not a finished run")
+    assert not (tmp_path / "m2").exists()

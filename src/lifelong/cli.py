@@ -6,10 +6,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
 
-import dataclasses
-import datetime
 import logging
-import platform
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,21 +22,6 @@ app = typer.Typer(
     help="Continual learning on frozen pretrained models: learn a stream of tasks without forgetting.",
 )
 log = logging.getLogger("lifelong")
-
-
-def _environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -71,75 +53,26 @@ def run(
     rank: Annotated[int | None, typer.Option(help="LoRA rank or bottleneck width.")] = None,
     blocks: Annotated[int | None, typer.Option(help="Adapt only the top N transformer blocks (0: all).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Tasks whose adapters are mixed per query (routing).")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = None,
     save: Annotated[bool, typer.Option(help="Save the final model to OUT/model (safetensors + JSON).")] = True,
     max_length: Annotated[int, typer.Option(help="Token limit per text (longer texts are truncated).")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs (default: none).", envvar="LIFELONG_CACHE")] = None,
     oos: Annotated[bool, typer.Option("--oos", help="Also measure out-of-scope rejection after each task (benchmarks with out-of-scope queries: clinc150).")] = False,
+    label: Annotated[str | None, typer.Option(help="Name of this run in plots and reports (default: the method).")] = None,
 ) -> None:
     """Run a continual-learning benchmark end to end: learn each task, evaluate on all seen tasks, write results."""
-    from . import evaluation, methods
-    from .backbones import FeatureCache, check_modality, default_backbone, load_backbone
-    from .backbones.text import set_threads
-    from .data import load_stream
-    from .io import write_json, write_text
-    from .report import accuracy_curve, accuracy_heatmap, markdown, print_table
+    from .experiment import Experiment
+    from .report import print_table
 
-    set_threads()
-    learner_cls = methods.get(method)
-    values = _parse_sets(set_)
+    values = _parse_sets(set_ or [])
     flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "adapter": adapter, "precision": precision,
              "rank": rank, "blocks": blocks, "top_k": top_k}
-    for key, value in flags.items():
-        if value is not None:
-            values[key] = value
-    if "seed" in methods.settings(learner_cls.Config):
-        values.setdefault("seed", seed)
-    config = methods.config_from_dict(learner_cls.Config, values)
-    stream = load_stream(benchmark, seed, classes_per_task, text_field, label_field, test_file)
-    log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
-
-    import torch
-
-    torch.manual_seed(seed)
-    backbone = backbone or default_backbone(stream)
-    encoder = load_backbone(backbone, max_length=max_length)
-    check_modality(encoder, stream)
-    features = FeatureCache(encoder, cache_dir)
-    learner = learner_cls(encoder, config, features)
-
-    def progress(i, row):
-        acc = sum(row["accuracy"]) / len(row["accuracy"])
-        log.info("after task %d: average accuracy %.4f, learn %.1fs", i + 1, acc, row["seconds"])
-        features.save()
-
-    result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=oos)
-    result = {
-        "method": method,
-        "benchmark": stream.name,
-        **result,
-        "config": {
-            "benchmark": benchmark,
-            "method": method,
-            "seed": seed,
-            "backbone": backbone,
-            "max_length": max_length,
-            "classes_per_task": classes_per_task,
-            "settings": dataclasses.asdict(config),
-            "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
-        },
-        "environment": _environment(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    if save:
-        learner.save(out / "model")
-        result["model_files"] = {p.name: p.stat().st_size for p in sorted((out / "model").iterdir())}
-        if hasattr(learner, "file_bytes"):
-            result["file_bytes_per_task"] = learner.file_bytes(out / "model")
-    accuracy_curve([result], out / "accuracy_curve.png")
-    accuracy_heatmap(result, out / "accuracy_matrix.png")
-    write_text(out / "summary.md", markdown(result))
-    write_json(out / "results.json", result)  # last: its presence means the run finished
+    values.update({k: v for k, v in flags.items() if v is not None})
+    experiment = Experiment(benchmark=benchmark, method=method, seed=seed, settings=values, backbone=backbone,
+                            classes_per_task=classes_per_task, text_field=text_field, label_field=label_field,
+                            test_file=test_file, max_length=max_length, cache_dir=cache_dir, oos=oos, save=save,
+                            label=label)
+    result = experiment.run(out)
     print_table(result)
     if oos:
         r = result["out_of_scope"]
@@ -147,6 +80,58 @@ def run(
                    f"(without rejection {r['in_scope_accuracy_no_rejection']:.4f}), "
                    f"out-of-scope recall {r['oos_recall']:.4f}, threshold {r['threshold']}")
     typer.echo(f"wrote {out / 'results.json'}")
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Root directory: DIR/<benchmark>/<cell>/ per cell, then DIR/report.md and DIR/report.html.")],
+    benchmarks: Annotated[str, typer.Option(help="Comma-separated benchmark names or data files (as `run --benchmark`).")] = "clinc150,wordnet,fashion-mnist",
+    methods_: Annotated[list[str] | None, typer.Option("--methods", help="Comma-separated method specs NAME[:SETTING...], a SETTING being KEY=VALUE or a bare precision: ncm,adapters:1bit,adapters:fp32:rank=4 (after a comma, KEY=VALUE continues the method before it). Repeatable. [default: ncm,finetune,joint,adapters:1bit,adapters:fp32]")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every cell.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per task, for every method that trains.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every method that has the setting (repeatable); a cell's own settings win.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Encoder of every cell (default: per benchmark, text or image).")] = None,
+    classes_per_task: Annotated[int | None, typer.Option(help="Classes per task for data file benchmarks.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text field/column of data files.")] = "text",
+    label_field: Annotated[str, typer.Option(help="Label field/column of data files.")] = "label",
+    max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
+    cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
+    save: Annotated[bool, typer.Option(help="Save each cell's final model to its model/.")] = True,
+) -> None:
+    """Run a grid of benchmarks x methods, one `lifelong run` per cell (finished cells are skipped), then the report."""
+    from .bench import plan, run_grid, split_methods
+    from .report import write_report
+
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    specs = [m for s in (methods_ or ["ncm,finetune,joint,adapters:1bit,adapters:fp32"]) for m in split_methods(s)]
+    grid_settings = _parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
+    common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "text_field": text_field,
+              "label_field": label_field, "max_length": max_length, "cache_dir": cache_dir, "save": save}
+    cells = plan(names, specs, common, grid_settings)
+    log.info("bench: %d cells (%d benchmarks x %d methods) into %s", len(cells), len(names), len(specs), out)
+    try:
+        failed = run_grid(cells, out, ["lifelong", *sys.argv[1:]])
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished cells are kept: rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    md, page = write_report(out)
+    typer.echo(f"wrote {md} and {page}")
+    if failed:
+        typer.echo(f"{len(failed)} of {len(cells)} cells failed:", err=True)
+        for line in failed:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="A `lifelong bench` directory.")],
+) -> None:
+    """Rebuild DIR/report.md and DIR/report.html from the finished cells of a bench directory; runs nothing."""
+    from .report import write_report
+
+    md, page = write_report(out)
+    typer.echo(f"wrote {md} and {page}")
 
 
 @app.command("methods")
@@ -165,7 +150,7 @@ def list_methods() -> None:
     Console(width=160).print(table)
 
 
-from .store.cli import register as _register_store_commands  # noqa: E402  (init, learn, predict, info, rollback, serve)
+from .store.cli import register as _register_store_commands
 
 _register_store_commands(app)
 

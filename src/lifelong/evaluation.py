@@ -4,6 +4,7 @@ no task id, fill row i of the accuracy matrix. Only this loop ever touches test 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import resource
 import time
@@ -97,7 +98,7 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
     out = metrics.summary(R)
     out.update(
         task_names=[t.name for t in stream],
-        bytes_per_task=[totals[0]] + [b - a for a, b in zip(totals, totals[1:])],
+        bytes_per_task=[totals[0]] + [b - a for a, b in itertools.pairwise(totals)],
         stored_bytes=stored,
         seconds_per_task=seconds,
         eval_seconds_per_task=eval_seconds,

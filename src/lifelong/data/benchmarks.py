@@ -21,6 +21,26 @@ FILE_SUFFIXES = (".jsonl", ".json", ".csv")
 IMAGE_DATA_SUFFIXES = (".npz",)
 
 
+def check_benchmark(benchmark: str, classes_per_task: int | None = None) -> str:
+    """What `benchmark` names, without loading it: "name" (registered), "text" (a data file) or "images" (an .npz
+    or a folder); a LifelongError for anything else, or a file given no `classes_per_task`."""
+    if benchmark in BENCHMARKS:
+        return "name"
+    path = Path(benchmark)
+    if path.suffix.lower() in FILE_SUFFIXES:
+        if not classes_per_task:
+            raise LifelongError(f"{benchmark}: --classes-per-task is required for a data file")
+        return "text"
+    if path.suffix.lower() in IMAGE_DATA_SUFFIXES or path.is_dir():
+        if not classes_per_task:
+            raise LifelongError(f"{benchmark}: --classes-per-task is required for an image data set")
+        return "images"
+    raise LifelongError(
+        f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)} or give a .jsonl/.csv file, "
+        "an .npz of images or a folder of images (one subfolder per class)"
+    )
+
+
 def load_stream(
     benchmark: str,
     seed: int = 0,
@@ -31,25 +51,16 @@ def load_stream(
 ) -> Stream:
     """A registered benchmark name, or a JSONL/CSV file, an .npz of images or an image folder, cut into tasks of
     `classes_per_task` classes."""
-    if benchmark in BENCHMARKS:
+    kind = check_benchmark(benchmark, classes_per_task)
+    if kind == "name":
         return BENCHMARKS[benchmark][1](seed=seed, classes_per_task=classes_per_task)
     path = Path(benchmark)
-    if path.suffix.lower() in FILE_SUFFIXES:
+    if kind == "text":
         from .files import load_file
 
-        if not classes_per_task:
-            raise LifelongError(f"{benchmark}: --classes-per-task is required for a data file")
         data = load_file(path, text_field=text_field, label_field=label_field, seed=seed, test_path=test_file)
-        return class_incremental(data, classes_per_task=classes_per_task, seed=seed)
-    if path.suffix.lower() in IMAGE_DATA_SUFFIXES or path.is_dir():
-        if not classes_per_task:
-            raise LifelongError(f"{benchmark}: --classes-per-task is required for an image data set")
-        if path.is_dir():
-            data = images.load_image_folder(path, seed=seed)
-        else:
-            data = images.load_npz(path, seed=seed)
-        return class_incremental(data, classes_per_task=classes_per_task, seed=seed)
-    raise LifelongError(
-        f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)} or give a .jsonl/.csv file, "
-        "an .npz of images or a folder of images (one subfolder per class)"
-    )
+    elif path.is_dir():
+        data = images.load_image_folder(path, seed=seed)
+    else:
+        data = images.load_npz(path, seed=seed)
+    return class_incremental(data, classes_per_task=classes_per_task, seed=seed)

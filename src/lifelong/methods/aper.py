@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from ..adapters import AdaptedTop
 from . import register
-from .base import Learner
 from .adapters import AdapterTrainConfig, SplitCache, adapted, train_adapter
+from .base import Learner
 from .ncm import class_means
 
 

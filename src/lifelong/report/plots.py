@@ -11,12 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, PercentFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, PercentFormatter
 
-from lifelong.io import atomic_write  # noqa: E402
-from lifelong.report.summary import human_bytes, mean_bytes_per_task, task_names  # noqa: E402
+from lifelong.io import atomic_write
+from lifelong.report.summary import human_bytes, mean_bytes_per_task, task_names
 
 __all__ = ["accuracy_curve", "accuracy_heatmap", "accuracy_vs_bytes"]
 
@@ -105,7 +105,7 @@ def accuracy_heatmap(result: dict, path: str | os.PathLike) -> Path:
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel("Evaluated on task")
     ax.set_ylabel("After learning task")
-    ax.set_title(f"Accuracy matrix (%): {result.get('method', '?')} on {result.get('benchmark', '?')}")
+    ax.set_title(f"Accuracy matrix (%): {_label(result)} on {result.get('benchmark', '?')}")
     fig.tight_layout()
     return _save(fig, path)
 

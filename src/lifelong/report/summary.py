@@ -7,7 +7,8 @@ import math
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["human_bytes", "metrics_rows", "markdown", "print_table"]
+__all__ = ["COMPARISON_HEADER", "comparison_row", "human_bytes", "human_seconds", "markdown", "md_table",
+           "metrics_rows", "print_table"]
 
 NA = "n/a"
 
@@ -106,11 +107,41 @@ def metrics_rows(result: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def human_seconds(x) -> str:
+    """45.2 s, 12.5 min, 3.1 h."""
+    if not _is_number(x):
+        return NA
+    return f"{x:.1f} s" if x < 120 else f"{x / 60:.1f} min" if x < 7200 else f"{x / 3600:.1f} h"
+
+
+COMPARISON_HEADER = ["Method", "Final accuracy", "Avg. incremental accuracy", "Forgetting", "BWT",
+                     "Bytes per task", "Train time", "Run time", "Peak memory"]
+
+
+def comparison_row(result: dict) -> list[str]:
+    """One run as a row under COMPARISON_HEADER (several runs side by side). Train time: learning only, summed
+    over tasks; run time: learning and evaluation."""
+    secs = [s for s in (result.get("seconds_per_task") or []) if _is_number(s)]
+    peak = result.get("peak_memory_mb")
+    return [
+        str(result.get("label") or result.get("method") or "?"),
+        _pct(result.get("final_accuracy")),
+        _pct(result.get("average_incremental_accuracy")),
+        _pct(result.get("forgetting")),
+        _signed_pct(result.get("backward_transfer")),
+        human_bytes(mean_bytes_per_task(result)),
+        human_seconds(sum(secs)) if secs else NA,
+        human_seconds(result.get("total_seconds")),
+        f"{peak:,.0f} MB" if _is_number(peak) else NA,
+    ]
+
+
 def _md_escape(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A markdown table, cells escaped; `align` per column, e.g. "---" or "--:"."""
     align = align or ["---"] * len(header)
     lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
@@ -130,7 +161,7 @@ def markdown(result: dict) -> str:
     benchmark = result.get("benchmark", "?")
     parts = [f"# {method} on {benchmark}", ""]
 
-    parts += ["## Metrics", "", _md_table(["Metric", "Value"], metrics_rows(result), ["---", "--:"]), ""]
+    parts += ["## Metrics", "", md_table(["Metric", "Value"], metrics_rows(result), ["---", "--:"]), ""]
 
     matrix = result.get("accuracy_matrix") or []
     names = task_names(result)
@@ -147,7 +178,7 @@ def markdown(result: dict) -> str:
             "",
             "Row *i*: after learning task *i*; column *j*: accuracy on task *j*.",
             "",
-            _md_table(["", *names], rows, ["---"] + ["--:"] * len(names)),
+            md_table(["", *names], rows, ["---"] + ["--:"] * len(names)),
             "",
         ]
 

@@ -19,14 +19,21 @@ def init(
     backbone: Annotated[str, typer.Option(help="Hugging Face model id or local path of the encoder.")] = "all-MiniLM-L6-v2",
     method: Annotated[str, typer.Option(help="Method name; `lifelong methods` lists them.")] = "adapters",
     precision: Annotated[str | None, typer.Option(help="Adapter precision: 1bit, ternary, fp16 or fp32.")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = None,
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
+    from_run: Annotated[Path | None, typer.Option(help="Start from a finished `lifelong run` directory: its model becomes version 1.")] = None,
 ) -> None:
-    """Create an empty model (version 0) with a backbone and a method."""
+    """Create an empty model (version 0) with a backbone and a method, or one holding a finished run."""
     from ..cli import _parse_sets
     from .store import ModelStore
 
-    values = _parse_sets(set_)
+    if from_run is not None:
+        store = ModelStore.from_run(model, from_run)
+        entry = store.entry()
+        typer.echo(f"created {model}: version 1 holds {sum(len(t['classes']) for t in entry['tasks'])} classes "
+                   f"from {from_run}")
+        return
+    values = _parse_sets(set_ or [])
     if precision is not None:
         values["precision"] = precision
     ModelStore.init(model, backbone, method, values, max_length)
@@ -68,7 +75,7 @@ def learn(
 
 def predict(
     model: Model,
-    text: Annotated[list[str], typer.Option(help="A text to classify (repeatable).")] = [],
+    text: Annotated[list[str] | None, typer.Option(help="A text to classify (repeatable).")] = None,
     file: Annotated[Path | None, typer.Option(help="JSONL/CSV with a text field, or plain text with one query per line.")] = None,
     text_field: Annotated[str, typer.Option(help="Text field of --file.")] = "text",
     top_k: Annotated[int, typer.Option(help="Labels returned per text.")] = 1,
@@ -79,7 +86,7 @@ def predict(
     from .store import ModelStore
 
     set_threads()
-    texts = list(text) + (_read_texts(file, text_field) if file else [])
+    texts = list(text or []) + (_read_texts(file, text_field) if file else [])
     if not texts:
         raise LifelongError("nothing to classify: give --text or --file")
     loaded = ModelStore(model).load(version)

@@ -44,7 +44,7 @@ class StoreBusy(LifelongError):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _sha256(path: Path) -> str:
@@ -84,6 +84,50 @@ class ModelStore:
         (store.path / "versions").mkdir(parents=True, exist_ok=True)
         write_json(store.manifest_path, manifest)
         return store
+
+    @classmethod
+    def from_run(cls, path, run: str | os.PathLike) -> ModelStore:
+        """A model whose version 1 is a finished `lifelong run` (its saved model, class names, and the
+        out-of-scope threshold when the run measured one): a benchmarked learner goes straight to serving."""
+        run = Path(run)
+        try:
+            result = json.loads((run / "results.json").read_text(encoding="utf-8"))
+            config = result["config"]
+        except (OSError, ValueError, KeyError) as e:
+            raise LifelongError(f"{run / 'results.json'}: not a finished run ({e})") from None
+        if not (run / "model").is_dir():
+            raise LifelongError(f"{run}: the run saved no model (it ran with --no-save)")
+        existed = Path(path).exists()
+        store = cls.init(path, config["backbone"] or "all-MiniLM-L6-v2", config["method"], config["settings"],
+                         config.get("max_length", 128))
+        try:
+            store._import(run, result, config)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(store.path, ignore_errors=True)  # no half-made model left behind
+            raise
+        return store
+
+    def _import(self, run: Path, result: dict, config: dict) -> None:
+        store, manifest = self, self.manifest()
+        learner = methods.get(manifest["method"]).load(run / "model", store.backbone(manifest))
+        rejection = result.get("out_of_scope")
+        parent = store.entry(0, manifest)
+        entry = {
+            "version": 1,
+            "created": _now(),
+            "parent": 0,
+            "tasks": [{"name": n, "classes": c, "version": 1, "train_examples": None, "source": str(run)}
+                      for n, c in zip(result["task_names"], config["task_classes"])],
+            "threshold": rejection["threshold"] if rejection else None,
+            "metrics": {**(rejection or {}), "final_accuracy": result["final_accuracy"], "on": "test split of the run"},
+            "learn_seconds": round(sum(result["seconds_per_task"]), 3),
+        }
+        with store.lock():
+            entry.update(store._publish(learner, entry, parent))
+            manifest["versions"].append(entry)
+            manifest["current"] = 1
+            write_json(store.manifest_path, manifest)
 
     def manifest(self) -> dict:
         try:

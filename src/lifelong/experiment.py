@@ -1,0 +1,150 @@
+"""One experiment end to end: load the stream, build the learner, run the protocol, write the run directory.
+
+`lifelong run` is one `Experiment.run`; `lifelong bench` checks a grid of experiments up front (`check` loads no
+data), then runs each as `lifelong run` in a process of its own (`argv`), so peak memory is the cell's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lifelong")
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything `lifelong run` takes. `settings` are the method's settings (strings are parsed by type)."""
+
+    benchmark: str = "clinc150"
+    method: str = "ncm"
+    seed: int = 0
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backbone: str | None = None
+    classes_per_task: int | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    test_file: str | None = None
+    max_length: int = 128
+    cache_dir: Path | None = None
+    oos: bool = False
+    save: bool = True
+    label: str | None = None  # the run's name in plots and reports (default: the method)
+
+    def config(self):
+        """(learner class, its config); a LifelongError names an unknown method or a bad setting."""
+        from . import methods
+
+        learner_cls = methods.get(self.method)
+        values = dict(self.settings)
+        if "seed" in methods.settings(learner_cls.Config):
+            values.setdefault("seed", self.seed)
+        return learner_cls, methods.config_from_dict(learner_cls.Config, values)
+
+    def check(self) -> None:
+        """Every mistake that can be found without loading data or a model: method, settings, benchmark."""
+        from .adapters.quant import check_precision
+        from .data.benchmarks import check_benchmark
+
+        _, config = self.config()
+        if isinstance(getattr(config, "precision", None), str):
+            check_precision(config.precision)
+        check_benchmark(self.benchmark, self.classes_per_task)
+
+    def argv(self, out: Path) -> list[str]:
+        """The `lifelong run` arguments that run this experiment into `out`."""
+        args = ["run", "--benchmark", self.benchmark, "--method", self.method, "--seed", str(self.seed),
+                "--out", str(out), "--max-length", str(self.max_length),
+                "--text-field", self.text_field, "--label-field", self.label_field]
+        optional = {"--backbone": self.backbone, "--classes-per-task": self.classes_per_task,
+                    "--test-file": self.test_file, "--cache-dir": self.cache_dir, "--label": self.label}
+        args += [x for flag, value in optional.items() if value is not None for x in (flag, str(value))]
+        args += ["--oos"] if self.oos else []
+        args += [] if self.save else ["--no-save"]
+        for key, value in self.settings.items():
+            args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+        return args
+
+    def run(self, out: Path) -> dict:
+        """Learn the stream task by task and write out/: model/, the plots, summary.md and, last, results.json."""
+        import torch
+
+        from . import evaluation
+        from .backbones import (
+            FeatureCache,
+            check_modality,
+            default_backbone,
+            load_backbone,
+        )
+        from .backbones.text import set_threads
+        from .data import load_stream
+        from .io import write_json, write_text
+        from .report import accuracy_curve, accuracy_heatmap, markdown
+
+        set_threads()
+        learner_cls, config = self.config()
+        stream = load_stream(self.benchmark, self.seed, self.classes_per_task, self.text_field, self.label_field,
+                             self.test_file)
+        log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
+
+        torch.manual_seed(self.seed)
+        backbone = self.backbone or default_backbone(stream)
+        encoder = load_backbone(backbone, max_length=self.max_length)
+        check_modality(encoder, stream)
+        features = FeatureCache(encoder, self.cache_dir)
+        learner = learner_cls(encoder, config, features)
+
+        def progress(i, row):
+            acc = sum(row["accuracy"]) / len(row["accuracy"])
+            log.info("after task %d: average accuracy %.4f, learn %.1fs", i + 1, acc, row["seconds"])
+            features.save()
+
+        result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=self.oos)
+        result = {
+            "method": self.method,
+            **({"label": self.label} if self.label else {}),
+            "benchmark": stream.name,
+            **result,
+            "config": {
+                "benchmark": self.benchmark,
+                "method": self.method,
+                "seed": self.seed,
+                "backbone": backbone,
+                "max_length": self.max_length,
+                "classes_per_task": self.classes_per_task,
+                "settings": dataclasses.asdict(config),
+                "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
+            },
+            "environment": environment(),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        if self.save:
+            learner.save(out / "model")
+            result["model_files"] = {p.name: p.stat().st_size for p in sorted((out / "model").iterdir())}
+            if hasattr(learner, "file_bytes"):
+                result["file_bytes_per_task"] = learner.file_bytes(out / "model")
+        accuracy_curve([result], out / "accuracy_curve.png")
+        accuracy_heatmap(result, out / "accuracy_matrix.png")
+        write_text(out / "summary.md", markdown(result))
+        write_json(out / "results.json", result)  # last: its presence means the run finished
+        return result

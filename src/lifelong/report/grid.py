@@ -1,0 +1,138 @@
+"""The report of a bench directory, DIR/<benchmark>/<cell>/results.json, without running anything.
+
+Per benchmark: a table of its cells, their accuracy curves on one plot, final accuracy against bytes per task, and
+each cell's accuracy matrix. report.md links the PNGs beside it; report.html embeds them and stands alone.
+Cells are in the order of the last bench grid (DIR/bench.json), then any others found; a cell of that grid with no
+results.json is listed as not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+
+from lifelong.errors import LifelongError
+from lifelong.io import write_text
+from lifelong.report import html
+from lifelong.report.plots import accuracy_curve, accuracy_heatmap, accuracy_vs_bytes
+from lifelong.report.summary import COMPARISON_HEADER, comparison_row, md_table
+
+__all__ = ["collect", "write_report"]
+
+MANIFEST = "bench.json"
+CURVES, VS_BYTES, HEATMAP = "accuracy_curves.png", "accuracy_vs_bytes.png", "accuracy_matrix.png"
+LEGEND = ("Final accuracy: average over all tasks after the last one. Avg. incremental accuracy: mean over the "
+          "stream of the average accuracy on the tasks seen so far. Forgetting: mean drop from each task's best "
+          "accuracy to its final one (lower is better). BWT: backward transfer (negative: forgetting). Bytes per "
+          "task: mean bytes stored per task. Train time: learning only; run time: learning and evaluation. "
+          "Peak memory: peak resident memory of the run's process.")
+
+
+@dataclasses.dataclass
+class Section:
+    benchmark: str  # directory name under the report root
+    cells: list[tuple[str, dict]]  # (cell directory name, results), finished cells only
+    missing: list[str]  # cells of the last grid without results.json
+
+
+def _unique(xs):
+    return list(dict.fromkeys(xs))
+
+
+def collect(root: Path) -> list[Section]:
+    """The finished cells under `root`, grouped by benchmark, each result labelled (its label, else the cell)."""
+    manifest = json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).exists() else {"cells": []}
+    planned = [(c["benchmark"], c["cell"]) for c in manifest["cells"]]
+    labels = {(c["benchmark"], c["cell"]): c.get("label") for c in manifest["cells"]}
+    found = sorted((p.parent.parent.name, p.parent.name) for p in root.glob("*/*/results.json"))
+    sections = []
+    for benchmark in _unique(b for b, _ in planned + found):
+        cells, missing = [], []
+        for cell in _unique(c for b, c in planned + found if b == benchmark):
+            path = root / benchmark / cell / "results.json"
+            if not path.exists():
+                missing.append(cell)
+                continue
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise LifelongError(f"{path}: cannot read results ({e})") from None
+            result.setdefault("label", labels.get((benchmark, cell)) or cell)
+            cells.append((cell, result))
+        sections.append(Section(benchmark, cells, missing))
+    return sections
+
+
+def _about(section: Section) -> str:
+    """'CLINC150: 10 tasks; backbone all-MiniLM-L6-v2; seed 0' from the section's results."""
+    rs = [r for _, r in section.cells]
+    def values(get):
+        return ", ".join(_unique(str(get(r)) for r in rs if get(r) is not None)) or "?"
+    return (f"{values(lambda r: r.get('benchmark'))}: {values(lambda r: len(r.get('accuracy_matrix') or []))} "
+            f"tasks; backbone {values(lambda r: r.get('config', {}).get('backbone'))}; "
+            f"seed {values(lambda r: r.get('config', {}).get('seed'))}")
+
+
+def _missing_note(section: Section) -> str:
+    logs = ", ".join(f"{c} (see {section.benchmark}/{c}.log)" for c in section.missing)
+    return f"Not finished: {logs}." if section.missing else ""
+
+
+def _markdown(sections: list[Section], when: str) -> str:
+    parts = ["# Benchmark report", "", f"Generated {when}.", "", LEGEND, ""]
+    for s in sections:
+        b = s.benchmark
+        parts += [f"## {b}", ""]
+        if s.cells:
+            rows = [comparison_row(r) for _, r in s.cells]
+            parts += [_about(s), "", md_table(COMPARISON_HEADER, rows, ["---"] + ["--:"] * 8), ""]
+        parts += [_missing_note(s), ""] if s.missing else []
+        if s.cells:
+            parts += [f"![Average accuracy over seen tasks, {b}]({b}/{CURVES})", "",
+                      f"![Final accuracy against bytes per task, {b}]({b}/{VS_BYTES})", "", "### Accuracy matrices", ""]
+            parts += [f"![Accuracy matrix, {r['label']}]({b}/{c}/{HEATMAP})\n" for c, r in s.cells]
+    return "\n".join(parts)
+
+
+def _html(root: Path, sections: list[Section], when: str) -> str:
+    nav = " ".join(f'<a href="#{html.esc(s.benchmark)}">{html.esc(s.benchmark)}</a>' for s in sections)
+    body = ["<h1>Benchmark report</h1>", f'<p class="meta">Generated {html.esc(when)}.</p>',
+            f"<nav>{nav}</nav>", f'<p class="meta">{html.esc(LEGEND)}</p>']
+    for s in sections:
+        b = s.benchmark
+        body.append(f'<section id="{html.esc(b)}"><h2>{html.esc(b)}</h2>')
+        if s.cells:
+            body += [f'<p class="meta">{html.esc(_about(s))}</p>',
+                     html.table(COMPARISON_HEADER, [comparison_row(r) for _, r in s.cells])]
+        if s.missing:
+            body.append(f'<p class="note">{html.esc(_missing_note(s))}</p>')
+        if s.cells:
+            body += ['<div class="row">', html.figure(root / b / CURVES, "Average accuracy over the tasks seen so far"),
+                     html.figure(root / b / VS_BYTES, "Final accuracy against mean bytes stored per task (log scale)"),
+                     "</div>", "<h3>Accuracy matrices</h3>", '<div class="grid">']
+            body += [html.figure(root / b / c / HEATMAP, r["label"]) for c, r in s.cells]
+            body.append("</div>")
+        body.append("</section>")
+    return html.document("Benchmark report", "\n".join(body))
+
+
+def write_report(root: str | Path) -> tuple[Path, Path]:
+    """Make the benchmark plots, then write root/report.md and root/report.html; returns their paths."""
+    root = Path(root)
+    sections = collect(root)
+    if not sections:
+        raise LifelongError(f"{root}: no results to report (expected {root}/<benchmark>/<cell>/results.json)")
+    for s in sections:
+        results = [r for _, r in s.cells]
+        if results:
+            accuracy_curve(results, root / s.benchmark / CURVES)
+            accuracy_vs_bytes(results, root / s.benchmark / VS_BYTES)
+        for cell, result in s.cells:
+            if not (root / s.benchmark / cell / HEATMAP).exists():
+                accuracy_heatmap(result, root / s.benchmark / cell / HEATMAP)
+    when = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
+    md = write_text(root / "report.md", _markdown(sections, when))
+    page = write_text(root / "report.html", _html(root, sections, when))
+    return md, page
