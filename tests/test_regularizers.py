@@ -37,15 +37,7 @@ def test_penalty_is_zero_at_anchor_and_grows_away(enc, stream, name):
     if name == "ewc":
         assert all((f >= 0).all() for f in learner.importance.values())
         assert sum(f.sum() for f in learner.importance.values()) > 0
-    params = list(learner.encoder.model.parameters())
-    start = [p.detach().clone() for p in params]
-    values = []
-    for scale in (1e-3, 1e-2, 1e-1):
-        with torch.no_grad():
-            for p, s in zip(params, start):
-                p.copy_(s + scale)
-        values.append(learner.penalty().item())
-    assert 0 < values[0] < values[1] < values[2]
+    assert_penalty_grows(list(learner.encoder.model.parameters()), learner.penalty)
 
 
 def test_distillation_is_zero_iff_logits_agree():
@@ -83,3 +75,15 @@ def test_weight_aligning_matches_mean_norms():
     gamma = align(w, 3)
     assert gamma < 1
     assert torch.isclose(w[:3].norm(dim=1).mean(), w[3:].norm(dim=1).mean())
+
+
+def assert_penalty_grows(params, penalty):
+    """Moving every parameter further from where it is (the anchor) raises the penalty monotonically from 0."""
+    start = [p.detach().clone() for p in params]
+    values = []
+    for scale in (1e-3, 1e-2, 1e-1):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s + scale)
+        values.append(penalty().item())
+    assert 0 < values[0] < values[1] < values[2]

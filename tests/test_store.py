@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from conftest import PHRASES
 from test_cli import assert_one_line_error, lifelong
 
 from lifelong import oos
@@ -17,14 +18,7 @@ from lifelong.methods import get
 from lifelong.store import ModelStore
 
 TASKS = {
-    "weather": ["what is the weather today", "will it rain tomorrow", "how hot is it outside", "is it going to snow",
-                "weather forecast for the weekend", "do i need an umbrella today"],
-    "pay_bill": ["pay my electricity bill", "i want to pay the water bill", "settle my phone bill now",
-                 "make a payment on my bill", "pay the gas bill please", "how do i pay my bill"],
-    "play_music": ["play some jazz", "put on my workout playlist", "play the latest taylor swift song",
-                   "start playing music", "play relaxing piano music", "shuffle my favourite songs"],
-    "book_flight": ["book a flight to paris", "i need a plane ticket to tokyo", "find flights to new york",
-                    "reserve a seat on a flight to rome", "book me a flight home", "get a flight to berlin"],
+    **PHRASES,
     "set_alarm": ["set an alarm for 7am", "wake me up at six", "alarm for tomorrow morning",
                   "set my alarm to 8:30", "i need an alarm at noon", "create an alarm for 5pm"],
     "timer": ["set a timer for ten minutes", "start a 5 minute timer", "timer for twenty minutes",

@@ -15,20 +15,22 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        background: #f6f7f9; }
 main { max-width: 1320px; margin: 0 auto; padding: 24px 32px 48px; }
 h1 { margin: 0 0 4px; font-size: 28px; }
-h2 { margin: 40px 0 12px; padding-top: 8px; border-top: 2px solid #d0d4da; font-size: 22px; }
+h2 { margin: 40px 0 8px; padding-top: 12px; border-top: 2px solid #d0d4da; font-size: 22px; }
 h3 { margin: 24px 0 8px; font-size: 17px; }
-p.meta, p.note { color: #555; margin: 4px 0; }
+p.meta, p.note { color: #555; margin: 4px 0 12px; max-width: 110ch; }
 p.note { color: #9a3412; }
-nav a { margin-right: 14px; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; background: #fff; font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 12px; border-bottom: 1px solid #e3e6ea; white-space: nowrap; }
-th { background: #eef1f5; text-align: left; font-weight: 600; }
+nav { margin: 8px 0; }
+nav a { margin-right: 16px; color: #1d4ed8; }
+.scroll { overflow-x: auto; margin-bottom: 16px; }
+table { border-collapse: collapse; background: #fff; font-variant-numeric: tabular-nums;
+        border: 1px solid #e3e6ea; }
+th, td { padding: 6px 10px; border-bottom: 1px solid #e3e6ea; }
+td { white-space: nowrap; }
+th { background: #eef1f5; text-align: left; font-weight: 600; vertical-align: bottom; }
 td.num, th.num { text-align: right; }
-tbody tr:hover { background: #f3f6fb; }
-.row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-.row > figure { flex: 1 1 560px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 16px; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+.row { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; max-width: 1320px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 16px; }
 figure { margin: 0; background: #fff; border: 1px solid #e3e6ea; border-radius: 6px; padding: 8px; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; text-align: center; }
