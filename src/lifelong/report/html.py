@@ -30,7 +30,7 @@ th { background: #eef1f5; text-align: left; font-weight: 600; vertical-align: bo
 td.num, th.num { text-align: right; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .row { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; max-width: 1320px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 16px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 16px; }
 figure { margin: 0; background: #fff; border: 1px solid #e3e6ea; border-radius: 6px; padding: 8px; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; text-align: center; }
