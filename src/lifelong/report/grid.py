@@ -96,6 +96,12 @@ def _markdown(sections: list[Section], when: str) -> str:
     return "\n".join(parts)
 
 
+def _grid_class(section: Section) -> str:
+    """Heatmaps of many tasks get more room, so their numbers stay legible."""
+    tasks = max(len(r.get("accuracy_matrix") or []) for _, r in section.cells)
+    return "grid big" if tasks > 8 else "grid"
+
+
 def _html(root: Path, sections: list[Section], when: str) -> str:
     nav = " ".join(f'<a href="#{html.esc(s.benchmark)}">{html.esc(s.benchmark)}</a>' for s in sections)
     body = ["<h1>Benchmark report</h1>", f'<p class="meta">Generated {html.esc(when)}.</p>',
@@ -111,7 +117,7 @@ def _html(root: Path, sections: list[Section], when: str) -> str:
         if s.cells:
             body += ['<div class="row">', html.figure(root / b / CURVES, "Average accuracy over the tasks seen so far"),
                      html.figure(root / b / VS_BYTES, "Final accuracy against mean bytes stored per task (log scale)"),
-                     "</div>", "<h3>Accuracy matrices</h3>", '<div class="grid">']
+                     "</div>", "<h3>Accuracy matrices</h3>", f'<div class="{_grid_class(s)}">']
             body += [html.figure(root / b / c / HEATMAP, r["label"]) for c, r in s.cells]
             body.append("</div>")
         body.append("</section>")

@@ -31,6 +31,7 @@ td.num, th.num { text-align: right; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .row { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; max-width: 1320px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 16px; }
+.grid.big { grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); }
 figure { margin: 0; background: #fff; border: 1px solid #e3e6ea; border-radius: 6px; padding: 8px; }
 figure img { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; text-align: center; }
