@@ -36,6 +36,11 @@ data:
 demo: venv
 	$(BIN)/lifelong run --benchmark clinc150 --method ncm --seed 0 --out $(OUT)
 
+# The issue-6 grid and its report (hours on a 2-core CPU; finished cells are skipped on a rerun).
+bench: venv data
+	$(BIN)/lifelong bench --benchmarks clinc150,wordnet,fashion-mnist \
+		--methods ncm,finetune,joint:epochs=1,adapters:1bit,adapters:fp32 --seed 0 --out runs/bench
+
 test: venv
 	$(BIN)/python -m pytest tests
 

@@ -174,3 +174,63 @@ def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):
     again.cache = learner.cache
     x = stream.tasks[1].test.inputs
     assert torch.equal(again.predict(x), learner.predict(x))
+
+
+def test_text_defaults_route_on_the_pooled_feature(enc, stream):
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config, {"epochs": 1}))
+    assert (learner.config.route, learner.config.confidence, learner.config.prototypes) == ("pooled", 1.0, 1)
+    learner.learn(stream.tasks[0])
+    task = stream.tasks[0]
+    _, pooled = learner.cache(task.train.inputs)
+    expected = torch.stack([pooled[task.train.labels == c].mean(0) for c in task.classes]).half().float()
+    assert torch.equal(learner.prototypes[0], expected)
+
+
+def test_split_route_with_several_prototypes_round_trips(enc, stream, tmp_path):
+    from lifelong.methods.adapters import split_pooled
+
+    cfg = methods.config_from_dict(methods.get("adapters").Config,
+                                   {"rank": 4, "epochs": 1, "route": "split", "prototypes": "3", "confidence": "0"})
+    learner = methods.get("adapters")(enc, cfg)
+    for task in stream:
+        learner.learn(task)
+    assert [tuple(p.shape) for p in learner.prototypes] == [(6, 32), (6, 32)]  # 3 per class, hidden width 32
+    x = [t for task in stream for t in task.test.inputs]
+    hidden, _ = learner.cache(x)
+    assert split_pooled(hidden).shape == (len(x), 32)
+    before = learner.predict(x)
+    learner.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "learner.json").read_text())
+    assert (meta["config"]["route"], meta["config"]["prototypes"], meta["config"]["confidence"]) == ("split", 3, 0.0)
+    again = methods.get("adapters").load(tmp_path / "m", enc)
+    again.cache = learner.cache
+    assert torch.equal(again.predict(x), before)
+    meta["config"]["prototypes"] = 1  # prototypes that do not fit the settings are named
+    (tmp_path / "m" / "learner.json").write_text(json.dumps(meta))
+    with pytest.raises(LifelongError, match="1 prototype\\(s\\) per class of a 32-wide routing feature"):
+        methods.get("adapters").load(tmp_path / "m", enc)
+
+
+def test_models_saved_before_route_existed_load_as_pooled(enc, saved):
+    meta = json.loads((saved / "learner.json").read_text())
+    for key in ("route", "prototypes"):
+        del meta["config"][key]
+    meta["config"]["confidence"] = 1.0
+    (saved / "learner.json").write_text(json.dumps(meta))
+    assert methods.get("adapters").load(saved, enc).config.route == "pooled"
+
+
+def test_class_prototypes_kmeans():
+    from lifelong.methods.adapters import class_prototypes
+
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.randn(20, 8, generator=g) * 0.01 + torch.eye(8)[i] for i in range(3)])
+    labels = torch.tensor([0] * 40 + [1] * 20)  # class 0 is two blobs, class 1 one
+    protos = class_prototypes(blobs, labels, [0, 1], per_class=2, seed=0)
+    assert protos.shape == (4, 8)
+    assert sorted(protos[:2].argmax(1).tolist()) == [0, 1] and protos[2:].argmax(1).tolist() == [2, 2]
+    assert torch.equal(class_prototypes(blobs, labels, [0, 1]), torch.stack([blobs[:40].mean(0), blobs[40:].mean(0)]))
+    with pytest.raises(LifelongError, match="prototypes"):
+        methods.config_from_dict(methods.get("adapters").Config, {"prototypes": "0"}).resolve(False)
+    with pytest.raises(LifelongError, match="unknown route 'adapted'"):
+        methods.get("adapters").Config(route="adapted").resolve(True)

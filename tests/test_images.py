@@ -299,6 +299,21 @@ def test_adapters_learner_on_images_save_load_identical(request, image_stream, t
     assert torch.equal(again.predict(x), before)
 
 
+def test_adapters_on_images_route_on_the_split_hidden_state(effnet, image_stream):
+    from lifelong.methods.adapters import split_pooled
+
+    cfg = methods.config_from_dict(methods.get("adapters").Config, {"rank": 2, "epochs": 1, "blocks": 1})
+    learner = methods.get("adapters")(effnet, cfg)
+    assert (learner.config.route, learner.config.confidence) == ("split", 0.0)
+    task = image_stream.tasks[0]
+    learner.learn(task)
+    hidden, _ = learner.cache(task.train.inputs)  # [192, 1, 1] feature maps entering block 15
+    feats = split_pooled(hidden)
+    assert learner.route_dim() == feats.shape[1] == 192
+    expected = torch.stack([feats[task.train.labels == c].mean(0) for c in task.classes]).half().float()
+    assert torch.equal(learner.prototypes[0], expected)
+
+
 def test_ncm_on_images_through_the_feature_cache(effnet, image_stream, tmp_path):
     from lifelong.backbones import FeatureCache
 
