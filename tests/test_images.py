@@ -312,6 +312,8 @@ def test_adapters_on_images_route_on_the_split_hidden_state(effnet, image_stream
     assert learner.route_dim() == feats.shape[1] == 192
     expected = torch.stack([feats[task.train.labels == c].mean(0) for c in task.classes]).half().float()
     assert torch.equal(learner.prototypes[0], expected)
+    x = task.test.inputs  # the out-of-scope confidence measures distance in the same routing feature
+    assert learner.confidence(x, learner.predict(x)).shape == (len(x),)
 
 
 def test_ncm_on_images_through_the_feature_cache(effnet, image_stream, tmp_path):

@@ -237,3 +237,30 @@ def test_a_finished_run_becomes_version_one(tmp_path, tiny_backbone, intents_jso
     assert torch.equal(loaded.learner.predict(texts), run_model.predict(texts))
     assert_one_line_error(lifelong("init", tmp_path / "m2", "--from-run", tmp_path / "nowhere"), "not a finished run")
     assert not (tmp_path / "m2").exists()
+
+
+def test_adapters_confidence_discounts_queries_far_from_every_class(model, tmp_path):
+    assert learn(model, tmp_path, 0).returncode == 0
+    learner = ModelStore(model).load().learner
+    texts = [t for c in GROUPS[0] for t in TASKS[c]] + ["zzzz qqqq xxxx", "the mitochondria is the powerhouse"]
+    scores = learner.predict(texts)
+    conf = learner.confidence(texts, scores)
+    _, pooled = learner.cache(texts)
+    nearest = torch.nn.functional.normalize(pooled, dim=-1) @ torch.nn.functional.normalize(learner.prototypes[0], dim=-1).T
+    assert torch.allclose(conf, scores.max(-1).values * nearest.max(-1).values.clamp(min=0), atol=1e-5)
+    assert (conf <= scores.max(-1).values + 1e-6).all()
+
+
+def test_calibrate_makes_a_version_with_a_new_threshold_and_shared_files(model, tmp_path):
+    assert learn(model, tmp_path, 0, "--holdout", 0).returncode == 0
+    assert ModelStore(model).entry()["threshold"] is None  # nothing held out: nothing rejected
+    held = write_task(tmp_path / "held.jsonl", GROUPS[0], oos_rows=["tell me a joke", "who won the game"])
+    proc = lifelong("calibrate", model, "--eval", held)
+    assert proc.returncode == 0, proc.stderr
+    entry = ModelStore(model).entry()
+    assert entry["version"] == 2 and entry["parent"] == 1
+    assert entry["threshold"] == entry["metrics"]["threshold"]  # None when rejecting nothing scores best
+    assert entry["metrics"]["out_of_scope_examples"] == 2 and entry["tasks"] == ModelStore(model).entry(1)["tasks"]
+    assert entry["new_bytes"] < entry["bytes"]  # the weights are the parent's files, linked
+    unknown = write_task(tmp_path / "unknown.jsonl", ["timer"])
+    assert_one_line_error(lifelong("calibrate", model, "--eval", unknown), "'timer' was never learned")

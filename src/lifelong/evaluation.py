@@ -26,16 +26,15 @@ def peak_memory_mb() -> float:
 
 
 def accuracy(learner: Learner, examples: Examples, tasks: torch.Tensor | None = None, batch_size: int = 1024):
-    """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its highest
-    score (for out-of-scope rejection), and, for a learner that routes among tasks, whether its
+    """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its confidence
+    (for out-of-scope rejection), and, for a learner that routes among tasks, whether its
     highest-weighted task is the example's task (else None)."""
     hits, best, routed = [], [], []
     for s in range(0, len(examples), batch_size):
         part = examples.select(range(s, min(s + batch_size, len(examples))))
         scores, task_weights = learner.predict_routed(part.inputs)
-        top, pred = scores.max(-1)
-        hits.append(pred == part.labels)
-        best.append(top)
+        hits.append(scores.argmax(-1) == part.labels)
+        best.append(learner.confidence(part.inputs, scores))
         if task_weights is not None and tasks is not None:
             routed.append(task_weights.argmax(-1) == tasks[s : s + len(part)])
     if not hits:
@@ -44,8 +43,11 @@ def accuracy(learner: Learner, examples: Examples, tasks: torch.Tensor | None = 
 
 
 def best_scores(learner: Learner, inputs, batch_size: int = 1024) -> torch.Tensor:
-    """The learner's highest class score per input (inputs with no label: out-of-scope queries)."""
-    out = [learner.predict(inputs[s : s + batch_size]).max(-1).values for s in range(0, len(inputs), batch_size)]
+    """The learner's confidence per input (inputs with no label: out-of-scope queries)."""
+    out = []
+    for s in range(0, len(inputs), batch_size):
+        part = inputs[s : s + batch_size]
+        out.append(learner.confidence(part, learner.predict(part)))
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -1,7 +1,7 @@
 """Out-of-scope rejection: a query whose best score falls below a calibrated threshold gets `out_of_scope`.
 
-The score is the learner's highest class score (a mixture probability for `adapters`, a cosine for `ncm`), so the
-rule works for every method. The threshold is chosen on held-out data the learner never trained on:
+The score is the learner's `confidence`: its highest class score by default (a cosine for `ncm`); for `adapters`
+the best mixture probability times the cosine to the nearest known class prototype. The threshold is chosen on held-out data the learner never trained on:
 - with out-of-scope examples, the one that maximises in-scope accuracy (a rejection counts as wrong) plus
   out-of-scope recall, the two numbers CLINC150's paper reports (Larson et al., 2019);
 - with in-scope data only, the score that keeps a fraction `keep` of the in-scope queries.

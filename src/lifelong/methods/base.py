@@ -54,6 +54,11 @@ class Learner(ABC):
         """Scores, and for methods that route among per-task modules the weight of each task [n, T]."""
         return self.predict(inputs), None
 
+    def confidence(self, inputs: Sequence, scores: torch.Tensor) -> torch.Tensor:
+        """How sure the learner is that each input belongs to a class it knows [n]; out-of-scope rejection
+        thresholds it. By default the highest class score."""
+        return scores.max(-1).values
+
     def clear_cache(self) -> None:
         """Forget per-input cached features (kept during a run so each input is embedded once); a server calls
         this after each request so memory does not grow with every text it has seen."""

@@ -73,6 +73,28 @@ def learn(
                    f"{m['in_scope_accuracy_no_rejection']:.4f}), out-of-scope recall {recall}, threshold {m['threshold']}")
 
 
+def calibrate(
+    model: Model,
+    eval_: Annotated[Path, typer.Option("--eval", help="Held-out JSONL/CSV: rows of learned classes, and out-of-scope rows.")],
+    text_field: Annotated[str, typer.Option(help="Text field/column.")] = "text",
+    label_field: Annotated[str, typer.Option(help="Label field/column.")] = "label",
+    oos_label: Annotated[str, typer.Option(help="Label of out-of-scope rows.")] = "oos",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 60.0,
+) -> None:
+    """Set the out-of-scope threshold anew from held-out data: a new version, same weights (hard links)."""
+    from ..backbones.text import set_threads
+    from ..data.files import read_rows
+    from .store import ModelStore
+
+    set_threads()
+    held = [(t, c) for _, t, c, _ in read_rows(eval_, text_field, label_field, None)]
+    entry = ModelStore(model).calibrate(held, oos_label, wait, source=str(eval_))
+    m = entry["metrics"]
+    recall = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.4f}"
+    typer.echo(f"version {entry['version']}: threshold {m['threshold']}; held out: in-scope accuracy "
+               f"{m['in_scope_accuracy']:.4f}, out-of-scope recall {recall}; {entry['new_bytes']:,} new bytes")
+
+
 def predict(
     model: Model,
     text: Annotated[list[str] | None, typer.Option(help="A text to classify (repeatable).")] = None,
@@ -173,5 +195,5 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (init, learn, predict, info, rollback, serve):
+    for command in (init, learn, calibrate, predict, info, rollback, serve):
         app.command()(command)

@@ -124,10 +124,7 @@ class ModelStore:
             "learn_seconds": round(sum(result["seconds_per_task"]), 3),
         }
         with store.lock():
-            entry.update(store._publish(learner, entry, parent))
-            manifest["versions"].append(entry)
-            manifest["current"] = 1
-            write_json(store.manifest_path, manifest)
+            store._commit(manifest, learner, entry, parent)
 
     def manifest(self) -> dict:
         try:
@@ -261,18 +258,7 @@ class ModelStore:
             seconds = time.perf_counter() - t0
             threshold, metrics = parent["threshold"], None
             if calibration:
-                in_scope = [(t, c) for t, c in calibration if c != oos_label]
-                for _, c in in_scope:
-                    if c not in ids:
-                        raise LifelongError(f"{source}: held-out class {c!r} was never learned")
-                out_texts = [t for t, c in calibration if c == oos_label]
-                examples = Examples([t for t, _ in in_scope], torch.tensor([ids[c] for _, c in in_scope], dtype=torch.long))
-                hits, scores, _ = accuracy(model.learner, examples)
-                oos_scores = best_scores(model.learner, out_texts) if out_texts else None
-                threshold = oos.calibrate(scores, hits, oos_scores)
-                metrics = asdict(oos.Rejection.measure(threshold, scores, hits, oos_scores))
-                metrics.update(in_scope_examples=len(in_scope), out_of_scope_examples=len(out_texts))
-                threshold = metrics["threshold"]
+                threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
             version = max(e["version"] for e in manifest["versions"]) + 1
             entry = {
                 "version": version,
@@ -284,12 +270,33 @@ class ModelStore:
                 "metrics": metrics,
                 "learn_seconds": round(seconds, 3),
             }
-            entry.update(self._publish(model.learner, entry, parent))
-            manifest["versions"].append(entry)
-            manifest["current"] = version
-            _crash_point("before-manifest")
-            write_json(self.manifest_path, manifest)
-            return entry
+            return self._commit(manifest, model.learner, entry, parent)
+
+    def calibrate(self, calibration: list[tuple[str, str]], oos_label: str = "oos", wait: float = 60.0,
+                  source: str = "data") -> dict:
+        """A new version of the current one with only the rejection threshold (and metrics) set anew from
+        held-out rows: for a threshold that drifted, or one set with another confidence score."""
+        with self.lock(wait):
+            manifest = self.manifest()
+            parent = self.entry(None, manifest)
+            model = self.load(parent["version"])
+            if not model.classes:
+                raise LifelongError(f"{self.path}: the model has learned no classes yet")
+            ids = {c: i for i, c in enumerate(model.classes)}
+            threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
+            version = max(e["version"] for e in manifest["versions"]) + 1
+            entry = {"version": version, "created": _now(), "parent": parent["version"], "tasks": parent["tasks"],
+                     "threshold": threshold, "metrics": metrics, "learn_seconds": 0.0}
+            return self._commit(manifest, model.learner, entry, parent)
+
+    def _commit(self, manifest: dict, learner, entry: dict, parent: dict) -> dict:
+        """Publish the version's files, then make it current: the manifest rewrite is the moment it exists."""
+        entry.update(self._publish(learner, entry, parent))
+        manifest["versions"].append(entry)
+        manifest["current"] = entry["version"]
+        _crash_point("before-manifest")
+        write_json(self.manifest_path, manifest)
+        return entry
 
     def _publish(self, learner, entry: dict, parent: dict) -> dict:
         """Write the version into a temporary directory, link unchanged files to the parent's, rename it in."""
@@ -332,6 +339,22 @@ class ModelStore:
             return entry
 
 
+def _calibrate(learner, calibration, ids: dict[str, int], oos_label: str, source: str) -> tuple[float | None, dict]:
+    """Threshold and metrics from held-out rows: known classes, and `oos_label` for out-of-scope queries."""
+    in_scope = [(t, c) for t, c in calibration if c != oos_label]
+    for _, c in in_scope:
+        if c not in ids:
+            raise LifelongError(f"{source}: held-out class {c!r} was never learned")
+    out_texts = [t for t, c in calibration if c == oos_label]
+    examples = Examples([t for t, _ in in_scope], torch.tensor([ids[c] for _, c in in_scope], dtype=torch.long))
+    hits, scores, _ = accuracy(learner, examples)
+    oos_scores = best_scores(learner, out_texts) if out_texts else None
+    threshold = oos.calibrate(scores, hits, oos_scores)
+    metrics = asdict(oos.Rejection.measure(threshold, scores, hits, oos_scores))
+    metrics.update(in_scope_examples=len(in_scope), out_of_scope_examples=len(out_texts))
+    return metrics["threshold"], metrics
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -357,15 +380,16 @@ class Model:
             raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
         with torch.no_grad():
             scores = self.learner.predict(list(texts))
+            confidence = self.learner.confidence(list(texts), scores).tolist()
         self.learner.clear_cache()  # a server sees endless new texts: keep no per-text state
         k = max(1, min(top_k, len(self.classes)))
         values, index = scores.topk(k, dim=-1)
         out = []
-        for v, i in zip(values.tolist(), index.tolist()):
-            rejected = self.threshold is not None and v[0] < self.threshold
+        for c, v, i in zip(confidence, values.tolist(), index.tolist()):
+            rejected = self.threshold is not None and c < self.threshold
             out.append({
                 "label": oos.OUT_OF_SCOPE if rejected else self.classes[i[0]],
-                "score": round(v[0], 6),
+                "score": round(c, 6),
                 "top": [{"label": self.classes[c], "score": round(s, 6)} for s, c in zip(v, i)],
             })
         return out
