@@ -57,3 +57,20 @@ def minilm():
     from lifelong.backbones import load_backbone
 
     return load_backbone()
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_backbone):
+    """The tiny backbone, loaded once per test module."""
+    from lifelong.backbones import load_backbone
+
+    return load_backbone(tiny_backbone)
+
+
+@pytest.fixture
+def stream(intents_jsonl):
+    """Two tasks of two intents from the fixture file."""
+    from lifelong.data import class_incremental
+    from lifelong.data.files import load_file
+
+    return class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])

@@ -11,22 +11,10 @@ import torch
 from test_regularizers import assert_penalty_grows
 
 from lifelong import methods
-from lifelong.backbones import load_backbone
-from lifelong.data import Examples, class_incremental
-from lifelong.data.files import load_file
+from lifelong.data import Examples
 from lifelong.methods.ekpc import compensate
 from lifelong.methods.inflora import design_down, extend_basis
 from lifelong.methods.slca import gaussian_stats, sample_gaussians
-
-
-@pytest.fixture(scope="module")
-def enc(tiny_backbone):
-    return load_backbone(tiny_backbone)
-
-
-@pytest.fixture
-def stream(intents_jsonl):
-    return class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
 
 
 def make(name, enc, **settings):

@@ -5,22 +5,10 @@ import pytest
 import torch
 
 from lifelong import methods
-from lifelong.backbones import load_backbone
-from lifelong.data import Examples, class_incremental
-from lifelong.data.files import load_file
+from lifelong.data import Examples
 from lifelong.methods.lwf import distillation
 from lifelong.methods.replay import balanced
 from lifelong.methods.wa import align
-
-
-@pytest.fixture(scope="module")
-def enc(tiny_backbone):
-    return load_backbone(tiny_backbone)
-
-
-@pytest.fixture
-def stream(intents_jsonl):
-    return class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
 
 
 def trained(name, enc, stream, **settings):

@@ -67,10 +67,13 @@ def learn(
     typer.echo(f"version {entry['version']}: learned {len(task['classes'])} classes from {task['train_examples']} "
                f"examples in {entry['learn_seconds']:.1f}s; {entry['new_bytes']:,} new bytes")
     if entry["metrics"]:
-        m = entry["metrics"]
-        recall = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.4f}"
-        typer.echo(f"held out: in-scope accuracy {m['in_scope_accuracy']:.4f} (without rejection "
-                   f"{m['in_scope_accuracy_no_rejection']:.4f}), out-of-scope recall {recall}, threshold {m['threshold']}")
+        typer.echo(_held_out_line(entry["metrics"]))
+
+
+def _held_out_line(m: dict) -> str:
+    recall = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.4f}"
+    return (f"held out: in-scope accuracy {m['in_scope_accuracy']:.4f} (without rejection "
+            f"{m['in_scope_accuracy_no_rejection']:.4f}), out-of-scope recall {recall}, threshold {m['threshold']}")
 
 
 def calibrate(
@@ -89,10 +92,8 @@ def calibrate(
     set_threads()
     held = [(t, c) for _, t, c, _ in read_rows(eval_, text_field, label_field, None)]
     entry = ModelStore(model).calibrate(held, oos_label, wait, source=str(eval_))
-    m = entry["metrics"]
-    recall = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.4f}"
-    typer.echo(f"version {entry['version']}: threshold {m['threshold']}; held out: in-scope accuracy "
-               f"{m['in_scope_accuracy']:.4f}, out-of-scope recall {recall}; {entry['new_bytes']:,} new bytes")
+    typer.echo(f"version {entry['version']}: new threshold, {entry['new_bytes']:,} new bytes")
+    typer.echo(_held_out_line(entry["metrics"]))
 
 
 def predict(
