@@ -109,10 +109,10 @@ class ModelStore:
         return store
 
     def _import(self, run: Path, result: dict, config: dict) -> None:
-        store, manifest = self, self.manifest()
-        learner = methods.get(manifest["method"]).load(run / "model", store.backbone(manifest))
+        manifest = self.manifest()
+        learner = methods.get(manifest["method"]).load(run / "model", self.backbone(manifest))
         rejection = result.get("out_of_scope")
-        parent = store.entry(0, manifest)
+        parent = self.entry(0, manifest)
         entry = {
             "version": 1,
             "created": _now(),
@@ -123,8 +123,8 @@ class ModelStore:
             "metrics": {**(rejection or {}), "final_accuracy": result["final_accuracy"], "on": "test split of the run"},
             "learn_seconds": round(sum(result["seconds_per_task"]), 3),
         }
-        with store.lock():
-            store._commit(manifest, learner, entry, parent)
+        with self.lock():
+            self._commit(manifest, learner, entry, parent)
 
     def manifest(self) -> dict:
         try:
