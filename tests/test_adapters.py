@@ -234,3 +234,37 @@ def test_class_prototypes_kmeans():
         methods.config_from_dict(methods.get("adapters").Config, {"prototypes": "0"}).resolve(False)
     with pytest.raises(LifelongError, match="unknown route 'adapted'"):
         methods.get("adapters").Config(route="adapted").resolve(True)
+
+
+def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
+    from lifelong.methods.adapters import refit, top_features
+
+    cls = methods.get("adapters")
+    task = stream.tasks[0]
+    torch.manual_seed(0)  # adapter initialisation: the same for both learners
+    learner = cls(enc, methods.config_from_dict(cls.Config, {"epochs": 2, "rank": 4}))
+    learner.learn(task)
+    hidden, _ = learner.cache(task.train.inputs)
+    learner.top.set_active(0)
+    again = refit(top_features(learner.top, hidden), task.train.labels, learner.config, learner.config.seed)
+    assert torch.equal(learner.heads[0].weight, again.weight.detach().half().float())
+    torch.manual_seed(0)
+    plain = cls(enc, methods.config_from_dict(cls.Config, {"epochs": 2, "rank": 4, "refit_head": False}))
+    plain.learn(task)
+    assert not torch.equal(plain.heads[0].weight, learner.heads[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(plain.packed[0].values(), learner.packed[0].values()))
+
+
+def test_refit_fits_fixed_features_deterministically():
+    from lifelong.methods.adapters import AdaptersConfig, refit
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(5, 16, generator=g) * 3
+    labels = torch.arange(5).repeat(20)
+    feats = centres[labels] + torch.randn(100, 16, generator=g) * 0.3
+    config = AdaptersConfig(epochs=5, lr=1e-2, batch_size=16)
+    head = refit(feats, labels, config, seed=3)
+    assert head.weight.shape == (5, 16)
+    assert (head(feats).argmax(1) == labels).all()
+    assert torch.equal(refit(feats, labels, config, seed=3).weight, head.weight)
+    assert not torch.equal(refit(feats, labels, config, seed=4).weight, head.weight)
