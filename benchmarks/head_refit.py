@@ -40,11 +40,11 @@ def main() -> None:
     for t, task in enumerate(stream.tasks):
         hidden, _ = learner.cache(task.train.inputs)
         learner.top.set_active(t)
-        features.append((top_features(learner.top, hidden), task.train.labels - learner.offsets[t]))
+        features.append((top_features(learner.top, hidden), task.train.labels - learner.offsets[t], len(task.classes)))
     refits = []
     for seed in range(args.seeds):
-        for t, (x, y) in enumerate(features):
-            head = refit(x, y, learner.config, seed * 100 + t)
+        for t, (x, y, n) in enumerate(features):
+            head = refit(x, y, n, learner.config, seed * 100 + t)
             with torch.no_grad():  # stored at fp16, as in a saved model
                 head.weight.copy_(head.weight.half().float())
                 head.bias.copy_(head.bias.half().float())

@@ -246,7 +246,8 @@ def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
     learner.learn(task)
     hidden, _ = learner.cache(task.train.inputs)
     learner.top.set_active(0)
-    again = refit(top_features(learner.top, hidden), task.train.labels, learner.config, learner.config.seed)
+    again = refit(top_features(learner.top, hidden), task.train.labels, len(task.classes), learner.config,
+                  learner.config.seed)
     assert torch.equal(learner.heads[0].weight, again.weight.detach().half().float())
     torch.manual_seed(0)
     plain = cls(enc, methods.config_from_dict(cls.Config, {"epochs": 2, "rank": 4, "refit_head": False}))
@@ -263,8 +264,8 @@ def test_refit_fits_fixed_features_deterministically():
     labels = torch.arange(5).repeat(20)
     feats = centres[labels] + torch.randn(100, 16, generator=g) * 0.3
     config = AdaptersConfig(epochs=5, lr=1e-2, batch_size=16)
-    head = refit(feats, labels, config, seed=3)
+    head = refit(feats, labels, 5, config, seed=3)
     assert head.weight.shape == (5, 16)
     assert (head(feats).argmax(1) == labels).all()
-    assert torch.equal(refit(feats, labels, config, seed=3).weight, head.weight)
-    assert not torch.equal(refit(feats, labels, config, seed=4).weight, head.weight)
+    assert torch.equal(refit(feats, labels, 5, config, seed=3).weight, head.weight)
+    assert not torch.equal(refit(feats, labels, 5, config, seed=4).weight, head.weight)

@@ -212,8 +212,9 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
     return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc)
 
 
-def refit(features: torch.Tensor, labels: torch.Tensor, config, seed: int) -> nn.Linear:
-    """A fresh head over `labels` (0 .. n-1) trained on fixed features, with the adapter's epochs, lr and batch.
+def refit(features: torch.Tensor, labels: torch.Tensor, classes: int, config, seed: int) -> nn.Linear:
+    """A fresh head over `classes` outputs (labels 0 .. classes-1) trained on fixed features, with the adapter's
+    epochs, lr and batch. The width comes from the task, like the head trained with the adapter, not from the labels.
 
     Why: the head trained together with the adapter chased a moving target. At 1 bit, latent weights crossing the
     matrix mean flip quantised weights until the last step, so the final head fits an adapter that no longer exists
@@ -222,7 +223,7 @@ def refit(features: torch.Tensor, labels: torch.Tensor, config, seed: int) -> nn
     went from 0.948 to 0.951 (seed 0) and 0.953 (seed 1); on fixed adapters it changed val accuracy by less than
     0.001 for 1-bit and fp32: it removes spread between runs more than it adds accuracy (BENCHMARKS.md)."""
     g = torch.Generator().manual_seed(seed)
-    head = nn.Linear(features.shape[1], int(labels.max()) + 1)
+    head = nn.Linear(features.shape[1], classes)
     # nn.Linear's initialisation, redrawn from the seeded generator (constructing it also draws from the global
     # stream, which the measured runs in BENCHMARKS.md include)
     with torch.no_grad():
@@ -278,8 +279,8 @@ class Adapters(Learner):
         packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
         if self.config.refit_head:
             self.top.set_active(len(self.heads))  # the adapter just banked, quantised as at inference
-            head = refit(top_features(self.top, hidden), task.train.labels - self.num_classes, self.config,
-                         self.config.seed + task.index)
+            head = refit(top_features(self.top, hidden), task.train.labels - self.num_classes, len(task.classes),
+                         self.config, self.config.seed + task.index)
         protos = class_prototypes(self.route_features(hidden, pooled), task.train.labels, task.classes,
                                   self.config.prototypes, self.config.seed + task.index)
         state = {"weight": head.weight.detach(), "bias": head.bias.detach()}
