@@ -9,7 +9,8 @@ import pytest
 from conftest import intent_rows
 from test_cli import REQUIRED, assert_one_line_error, lifelong
 
-from lifelong.bench import parse_method, split_methods
+from lifelong.bench import parse_method, plan, split_methods
+from lifelong.errors import LifelongError
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = "ncm,adapters:precision=fp32,rank=2"  # the second: cell adapters-fp32-rank2, label adapters:fp32:rank=2
@@ -21,6 +22,21 @@ def test_method_specs():
         "ncm", "adapters:1bit", "adapters:precision=fp32:rank=4", "finetune"]
     assert parse_method("adapters:1bit:top-k=2") == ("adapters", {"precision": "1bit", "top_k": "2"})
     assert parse_method("ncm") == ("ncm", {})
+
+
+def test_plan_gives_task_definitions_to_data_files_only(tmp_path, intents_jsonl):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["weather", "pay_bill"], ["play_music", "book_flight"]]')
+    common = {"tasks_file": str(tasks)}
+    named, own = plan(["clinc150", str(intents_jsonl)], ["ncm"], common, {})
+    assert named.experiment.tasks_file is None and own.experiment.tasks_file == str(tasks)
+    argv = own.experiment.argv(tmp_path / "o")
+    assert argv[argv.index("--tasks") + 1] == str(tasks) and "--tasks" not in named.experiment.argv(tmp_path / "o")
+    tasks.write_text('[["weather"], []]')
+    with pytest.raises(LifelongError, match="task 2 is empty"):
+        plan([str(intents_jsonl)], ["ncm"], common, {})
+    with pytest.raises(LifelongError, match=r"\(got --classes-per-task and --tasks\)"):
+        plan([str(intents_jsonl)], ["ncm"], common | {"classes_per_task": 2}, {})
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import intent_rows
 
 REQUIRED = ["accuracy_matrix", "final_accuracy", "average_incremental_accuracy", "forgetting",
             "backward_transfer", "bytes_per_task", "seconds_per_task", "config", "environment"]
@@ -50,8 +51,8 @@ def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path,
 def test_help_documents_every_flag():
     proc = lifelong("run", "--help")
     assert proc.returncode == 0
-    for flag in ["--benchmark", "--method", "--seed", "--out", "--backbone", "--classes-per-task", "--epochs",
-                 "--lr", "--batch-size", "--set", "--test-file", "--cache-dir"]:
+    for flag in ["--benchmark", "--method", "--seed", "--out", "--backbone", "--classes-per-task", "--task-field",
+                 "--tasks", "--epochs", "--lr", "--batch-size", "--set", "--test-file", "--cache-dir"]:
         assert flag in proc.stdout
 
 
@@ -95,6 +96,43 @@ def test_bad_file_gives_one_line_error_and_no_results(tmp_path, content, needles
 
 def test_file_needs_classes_per_task(intents_jsonl, tmp_path):
     assert_one_line_error(lifelong("run", "--benchmark", intents_jsonl, "--out", tmp_path), "--classes-per-task")
+
+
+@pytest.mark.parametrize("how", ["--task-field", "--tasks"])
+def test_run_with_tasks_from_a_field_or_a_file(tiny_backbone, tmp_path, how):
+    group = {"weather": "home", "play_music": "home", "pay_bill": "money", "book_flight": "travel"}
+    data = tmp_path / "intents.jsonl"
+    data.write_text("".join(json.dumps({**r, "group": group[r["label"]]}) + "\n" for r in intent_rows()))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["weather", "play_music"], ["pay_bill"], ["book_flight"]]')
+    out = tmp_path / "out"
+    proc = lifelong("run", "--benchmark", data, how, "group" if how == "--task-field" else tasks,
+                    "--backbone", tiny_backbone, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "results.json").read_text())
+    config = res["config"]
+    assert config["task_classes"] == [["weather", "play_music"], ["pay_bill"], ["book_flight"]]
+    assert len(res["accuracy_matrix"]) == 3
+    assert (config["task_field"], config["tasks_file"]) == (("group", None) if how == "--task-field" else
+                                                            (None, str(tasks)))
+    assert (config["text_field"], config["label_field"], config["test_file"]) == ("text", "label", None)
+
+
+def test_bad_tasks_file_is_one_line_and_writes_nothing(intents_jsonl, tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["weather", "pay_bill"], ["play_music", "pay_bill"]]')
+    out = tmp_path / "out"
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--tasks", tasks, "--out", out)
+    assert_one_line_error(proc, "tasks.json: class 'pay_bill' is in task 1 and task 2")
+    assert len(proc.stderr.splitlines()) == 1 and not out.exists()
+    tasks.write_text('[["weather", "pay_bill"], ["play_music"]]')  # parses; the data's book_flight is in no task
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--tasks", tasks, "--out", out)
+    assert_one_line_error(proc, "tasks.json: no task holds 1 of the 4 classes of", "'book_flight'")
+    assert not out.exists()
+    proc = lifelong("run", "--benchmark", intents_jsonl, "--tasks", tasks, "--classes-per-task", 2, "--out", out)
+    assert_one_line_error(proc, "exactly one of --classes-per-task, --task-field or --tasks",
+                          "(got --classes-per-task and --tasks)")
+    assert not out.exists()
 
 
 def test_bad_backbone_is_one_line(intents_jsonl, tmp_path):

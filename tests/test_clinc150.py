@@ -63,3 +63,24 @@ def test_real_clinc150_when_present(monkeypatch):
     assert len(s) == 10 and all(len(t.classes) == 15 for t in s)
     assert [len(t.train) for t in s] == [1500] * 10 and [len(t.test) for t in s] == [450] * 10
     assert s.tasks[0].name == "banking"
+
+
+def test_real_clinc150_random_split(monkeypatch):
+    monkeypatch.delenv("LIFELONG_DATA", raising=False)
+    try:
+        clinc150.locate(download=False)
+    except LifelongError:
+        pytest.skip("CLINC150 not on this machine")
+    from lifelong.data import load_stream
+
+    def groups(stream):
+        return [frozenset(stream.class_names[c] for c in t.classes) for t in stream]
+
+    s0, s1 = load_stream("clinc150:random", seed=0), load_stream("clinc150:random", seed=1)
+    assert s0.name == "clinc150:random" and s0.oos is not None and len(s0.oos["test"]) == 1000
+    g0 = groups(s0)
+    assert len(g0) == 10 and all(len(g) == 15 for g in g0)
+    assert len(frozenset().union(*g0)) == 150 == len(s0.class_names)  # disjoint, covering every intent
+    assert g0 != groups(s1)
+    _, domains, _ = clinc150.load()
+    assert all(len(g & frozenset(d)) < 15 for g in g0 for d in domains.values())  # no task is a whole domain

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from lifelong.data.benchmarks import check_benchmark, load_stream
 from lifelong.data.files import load_file
 from lifelong.data.hf import from_hf_dataset
 from lifelong.data.task import class_incremental
@@ -228,6 +229,160 @@ def test_no_test_examples(tmp_path):
     assert "one.jsonl: no test examples" in error(path)
     split = write_jsonl(tmp_path / "s.jsonl", [{"text": "a", "label": "x", "split": "train"}])
     assert "s.jsonl: no test examples" in error(split)
+
+
+# --- tasks from a field of the rows or a tasks file ------------------------------------------------------------
+
+
+def batch_rows():
+    """Classes b, a arrive in batch "2", c and d in batch 1 (an int: it becomes "1"); one test row per class."""
+    rows = []
+    for label, batch in (("b", "2"), ("a", "2"), ("c", 1), ("b", "2"), ("d", 1), ("a", "2"), ("c", 1), ("d", 1)):
+        rows.append({"text": f"{label} {len(rows)}", "label": label, "batch": batch, "split": "train"})
+    rows += [{"text": f"{label} test", "label": label, "batch": batch, "split": "test"}
+             for label, batch in (("d", 1), ("a", "2"), ("c", 1), ("b", "2"))]
+    return rows
+
+
+def task_classes(stream):
+    return [[stream.class_names[c] for c in t.classes] for t in stream]
+
+
+def stream_error(benchmark, **kw):
+    with pytest.raises(LifelongError) as e:
+        load_stream(str(benchmark), **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_task_field_gives_tasks_in_order_of_first_appearance(tmp_path):
+    stream = load_stream(str(write_jsonl(tmp_path / "b.jsonl", batch_rows())), task_field="batch")
+    assert [t.name for t in stream] == ["2", "1"]
+    assert task_classes(stream) == [["b", "a"], ["c", "d"]]
+    assert stream.class_names == ["b", "a", "c", "d"] and [t.classes for t in stream] == [[0, 1], [2, 3]]
+    assert [len(t.train) for t in stream] == [4, 4] and [len(t.test) for t in stream] == [2, 2]
+    assert set(stream.tasks[1].test.labels.tolist()) == {2, 3}
+
+
+def test_task_field_csv_with_hold_out_and_a_test_file_without_the_field(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,domain\n" + "".join(f"{c} {i},{c},{d}\n" for i in range(3)
+                                                    for c, d in (("x", "shop"), ("y", "bank"), ("z", "shop"))))
+    stream = load_stream(str(path), task_field="domain")
+    assert [t.name for t in stream] == ["shop", "bank"] and task_classes(stream) == [["x", "z"], ["y"]]
+    test = write_jsonl(tmp_path / "test.jsonl", [{"text": "x?", "label": "x"}, {"text": "y?", "label": "y"},
+                                                 {"text": "z?", "label": "z", "domain": "shop"}])
+    stream = load_stream(str(path), task_field="domain", test_file=str(test))
+    assert task_classes(stream) == [["x", "z"], ["y"]] and [len(t.test) for t in stream] == [2, 1]
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", "absent"])
+def test_task_field_missing_on_a_row(tmp_path, value):
+    rows = batch_rows()
+    rows[9] = {**rows[9], "batch": value} if value != "absent" else {"text": "a?", "label": "a", "split": "test"}
+    msg = stream_error(write_jsonl(tmp_path / "b.jsonl", rows), task_field="batch")
+    assert msg.endswith("b.jsonl:10: missing field 'batch' (row has: text, label, split)")
+
+
+def test_task_field_missing_from_csv(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,x\nb,x\n")
+    msg = stream_error(path, task_field="domain")
+    assert msg.endswith("d.csv:1: header has no column 'domain' (columns: text, label)")
+    path.write_text("text,label,domain\na,x,shop\nb,x,\n")
+    assert stream_error(path, task_field="domain").endswith("d.csv:3: missing field 'domain' (row has: text, label)")
+
+
+def test_class_in_two_tasks_names_the_line_and_class(tmp_path):
+    rows = batch_rows()
+    rows[5]["batch"] = 1  # a train row of class a, line 6
+    msg = stream_error(write_jsonl(tmp_path / "b.jsonl", rows), task_field="batch")
+    assert msg.startswith(f"{tmp_path / 'b.jsonl'}:6: class 'a' has batch '1' here but '2' at ")
+    assert msg.endswith("b.jsonl:2 (a class belongs to one task)")
+    rows = batch_rows()
+    rows[8]["batch"] = "2"  # the test row of class d, line 9
+    assert "b.jsonl:9: class 'd' has batch '2' here but '1' at" in stream_error(
+        write_jsonl(tmp_path / "b.jsonl", rows), task_field="batch")
+    test = write_jsonl(tmp_path / "test.jsonl", [{"text": "c?", "label": "c"},
+                                                 {"text": "d?", "label": "d", "batch": 3}])
+    rows = [r for r in batch_rows() if r["split"] == "train"]
+    assert "test.jsonl:2: class 'd' has batch '3' here but '1' at" in stream_error(
+        write_jsonl(tmp_path / "b.jsonl", rows), task_field="batch", test_file=str(test))
+
+
+def test_tasks_file_gives_the_groups(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", rows_for("abcde", 4))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([["e", "a"], ["c"], ["b", "d"]]))
+    stream = load_stream(str(data), tasks_file=str(tasks))
+    assert task_classes(stream) == [["e", "a"], ["c"], ["b", "d"]]
+    assert [t.name for t in stream] == ["task0", "task1", "task2"] and stream.class_names == list("eacbd")
+    assert all(len(t.test) > 0 for t in stream)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('[["a"], ["b"', "tasks.json:1: invalid JSON"),
+    ('{"first": ["a"]}', "tasks.json: expected a JSON list of tasks, each a list of class names, got dict"),
+    ("[]", "tasks.json: expected a JSON list of tasks, each a list of class names, got an empty list"),
+    ('["a", "b"]', "tasks.json: task 1: expected a JSON list of tasks, each a list of class names, got str"),
+    ('[["a"], ["b", 3]]', 'tasks.json: task 2: class names must be strings, got 3 (write "3")'),
+    ('[["a", "b"], ["c"], []]', "tasks.json: task 3 is empty"),
+    ('[["a", "b"], ["c", "a"]]', "tasks.json: class 'a' is in task 1 and task 2"),
+    ('[["a", "b"], ["c", "zebra"]]', "tasks.json: class 'zebra' (task 2) has no training examples in "),
+    ('[["c", "a"]]', "tasks.json: no task holds 1 of the 3 classes of "),
+])
+def test_bad_tasks_file(tmp_path, content, problem):
+    data = write_jsonl(tmp_path / "d.jsonl", rows_for("abc", 4))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(content)
+    assert problem.replace("tasks.json", str(tasks)) in stream_error(data, tasks_file=str(tasks))
+
+
+def test_classes_in_no_task_are_named_up_to_five(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", rows_for("abcdefghij", 2))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["j", "a"], ["e"]]')
+    msg = stream_error(data, tasks_file=str(tasks))
+    assert msg == (f"{tasks}: no task holds 7 of the 10 classes of {data}: 'b', 'c', 'd', 'f', 'g' and 2 more; "
+                   "add them to a task or remove their rows")
+
+
+def test_tasks_file_is_checked_without_data(tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["a"], []]')
+    with pytest.raises(LifelongError, match="task 2 is empty"):
+        check_benchmark("nowhere.jsonl", tasks_file=str(tasks))
+    with pytest.raises(LifelongError, match="missing.json: file not found"):
+        check_benchmark("nowhere.jsonl", tasks_file=str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("kw, problem", [
+    ({}, "d.jsonl: a data file needs exactly one of --classes-per-task, --task-field or --tasks to define its "
+         "tasks (got none)"),
+    ({"classes_per_task": 2, "task_field": "batch"}, "(got --classes-per-task and --task-field)"),
+    ({"task_field": "batch", "tasks_file": "t.json"}, "(got --task-field and --tasks)"),
+    ({"classes_per_task": 0}, "--classes-per-task must be a positive integer, got 0"),
+])
+def test_exactly_one_task_definition(kw, problem):
+    with pytest.raises(LifelongError) as e:
+        check_benchmark("d.jsonl", **kw)
+    assert problem in str(e.value)
+
+
+def test_task_definitions_of_images_and_registered_benchmarks(tmp_path):
+    np = pytest.importorskip("numpy")
+    x = np.random.default_rng(0).integers(0, 255, (12, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "shapes.npz", x=x, y=np.array(["a", "b", "c"] * 4))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text('[["c"], ["a", "b"]]')
+    assert task_classes(load_stream(str(tmp_path / "shapes.npz"), tasks_file=str(tasks))) == [["c"], ["a", "b"]]
+    with pytest.raises(LifelongError, match="--task-field is for JSONL/CSV data files"):
+        check_benchmark(str(tmp_path / "shapes.npz"), task_field="batch")
+    with pytest.raises(LifelongError, match=r"an image data set needs exactly one of --classes-per-task or --tasks"):
+        check_benchmark(str(tmp_path / "shapes.npz"))
+    with pytest.raises(LifelongError, match="clinc150: --task-field and --tasks are for data files"):
+        check_benchmark("clinc150", tasks_file=str(tasks))
 
 
 # --- Hugging Face datasets ----------------------------------------------------------------------------------

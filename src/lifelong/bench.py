@@ -28,6 +28,7 @@ from .io import write_json
 from .report.grid import MANIFEST
 
 log = logging.getLogger("lifelong")
+FILE_TASKS = ("task_field", "tasks_file")  # Experiment fields that define a data file's tasks
 
 
 @dataclasses.dataclass
@@ -97,15 +98,22 @@ def plan(benchmarks: list[str], method_specs: list[str], common: dict, grid_sett
         unused -= set(methods.settings(methods.get(name).Config))
     if unused:
         raise LifelongError(f"setting {min(unused)!r} is a setting of none of the methods in the grid")
+
+    def shared(benchmark):
+        """A registered benchmark defines its own tasks: a grid's --task-field / --tasks are for its data files."""
+        return {k: v for k, v in common.items() if k not in FILE_TASKS} if benchmark in BENCHMARKS else common
+
     for benchmark in benchmarks:
-        check_benchmark(benchmark, common.get("classes_per_task"))
+        c = shared(benchmark)
+        check_benchmark(benchmark, c.get("classes_per_task"), c.get("task_field"), c.get("tasks_file"))
     cells, seen = [], {}
     for benchmark in benchmarks:
         bench_dir = benchmark if benchmark in BENCHMARKS else _safe(Path(benchmark).stem)
         for name, values in parsed:
             own = methods.settings(methods.get(name).Config)
             settings = {k: v for k, v in grid_settings.items() if k in own} | values
-            exp = Experiment(benchmark=benchmark, method=name, settings=settings, label=_label(name, values), **common)
+            exp = Experiment(benchmark=benchmark, method=name, settings=settings, label=_label(name, values),
+                             **shared(benchmark))
             try:
                 exp.check()
             except LifelongError as e:

@@ -36,12 +36,14 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 @app.command()
 def run(
-    benchmark: Annotated[str, typer.Option(help="Benchmark name (clinc150, fashion-mnist, wordnet), a .jsonl/.csv file of labelled text, an .npz of images or an image folder.")] = "clinc150",
+    benchmark: Annotated[str, typer.Option(help="Benchmark name (clinc150, clinc150:random, fashion-mnist, wordnet), a .jsonl/.csv file of labelled text, an .npz of images or an image folder.")] = "clinc150",
     method: Annotated[str, typer.Option(help="Method name; `lifelong methods` lists them.")] = "ncm",
     seed: Annotated[int, typer.Option(help="Seed for class order, initialisation and batch order.")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory for results.json, plots and summary.md.")] = Path("runs/latest"),
     backbone: Annotated[str | None, typer.Option(help="Encoder: a Hugging Face text model id or path (default all-MiniLM-L6-v2), or for images efficientnet-lite0 (default) or vit:<id or path>.")] = None,
-    classes_per_task: Annotated[int | None, typer.Option(help="Classes per task when the benchmark is a data file.")] = None,
+    classes_per_task: Annotated[int | None, typer.Option(help="Classes per task when the benchmark is a data file (classes shuffled by --seed).")] = None,
+    task_field: Annotated[str | None, typer.Option(help="Instead: the field/column of a data file naming each row's task (e.g. arrival batch, domain); tasks in order of first appearance.")] = None,
+    tasks_file: Annotated[str | None, typer.Option("--tasks", metavar="FILE", help="Instead: a JSON file listing the tasks in arrival order, each a list of class names, covering every class.")] = None,
     text_field: Annotated[str, typer.Option(help="Text field/column of a data file.")] = "text",
     label_field: Annotated[str, typer.Option(help="Label field/column of a data file.")] = "label",
     test_file: Annotated[str | None, typer.Option(help="Separate test file for a data file benchmark (else its `split` field, else a 20% hold-out).")] = None,
@@ -69,9 +71,9 @@ def run(
              "rank": rank, "blocks": blocks, "top_k": top_k}
     values.update({k: v for k, v in flags.items() if v is not None})
     experiment = Experiment(benchmark=benchmark, method=method, seed=seed, settings=values, backbone=backbone,
-                            classes_per_task=classes_per_task, text_field=text_field, label_field=label_field,
-                            test_file=test_file, max_length=max_length, cache_dir=cache_dir, oos=oos, save=save,
-                            label=label)
+                            classes_per_task=classes_per_task, task_field=task_field, tasks_file=tasks_file,
+                            text_field=text_field, label_field=label_field, test_file=test_file,
+                            max_length=max_length, cache_dir=cache_dir, oos=oos, save=save, label=label)
     result = experiment.run(out)
     print_table(result)
     if oos:
@@ -92,6 +94,8 @@ def bench(
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every method that has the setting (repeatable); a cell's own settings win.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Encoder of every cell (default: per benchmark, text or image).")] = None,
     classes_per_task: Annotated[int | None, typer.Option(help="Classes per task for data file benchmarks.")] = None,
+    task_field: Annotated[str | None, typer.Option(help="Instead: data files' field/column naming each row's task (as `run --task-field`; registered benchmarks keep their own tasks).")] = None,
+    tasks_file: Annotated[str | None, typer.Option("--tasks", metavar="FILE", help="Instead: a JSON file of class lists, one per task (as `run --tasks`; registered benchmarks keep their own tasks).")] = None,
     text_field: Annotated[str, typer.Option(help="Text field/column of data files.")] = "text",
     label_field: Annotated[str, typer.Option(help="Label field/column of data files.")] = "label",
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
@@ -105,8 +109,9 @@ def bench(
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
     specs = [m for s in (methods_ or ["ncm,finetune,joint,adapters:1bit,adapters:fp32"]) for m in split_methods(s)]
     grid_settings = _parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
-    common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "text_field": text_field,
-              "label_field": label_field, "max_length": max_length, "cache_dir": cache_dir, "save": save}
+    common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "task_field": task_field,
+              "tasks_file": tasks_file, "text_field": text_field, "label_field": label_field,
+              "max_length": max_length, "cache_dir": cache_dir, "save": save}
     cells = plan(names, specs, common, grid_settings)
     log.info("bench: %d cells (%d benchmarks x %d methods) into %s", len(cells), len(names), len(specs), out)
     try:

@@ -45,6 +45,8 @@ class Experiment:
     text_field: str = "text"
     label_field: str = "label"
     test_file: str | None = None
+    task_field: str | None = None  # a data file's tasks from this field of its rows
+    tasks_file: str | None = None  # or from a JSON file of class lists (`--tasks`)
     max_length: int = 128
     cache_dir: Path | None = None
     oos: bool = False
@@ -62,14 +64,15 @@ class Experiment:
         return learner_cls, methods.config_from_dict(learner_cls.Config, values)
 
     def check(self) -> None:
-        """Every mistake that can be found without loading data or a model: method, settings, benchmark."""
+        """Every mistake that can be found without loading data or a model: method, settings, benchmark and how
+        its tasks are defined (a --tasks file is read and checked)."""
         from .adapters.quant import check_precision
         from .data.benchmarks import check_benchmark
 
         _, config = self.config()
         if isinstance(getattr(config, "precision", None), str):
             check_precision(config.precision)
-        check_benchmark(self.benchmark, self.classes_per_task)
+        check_benchmark(self.benchmark, self.classes_per_task, self.task_field, self.tasks_file)
 
     def argv(self, out: Path) -> list[str]:
         """The `lifelong run` arguments that run this experiment into `out`."""
@@ -77,7 +80,8 @@ class Experiment:
                 "--out", str(out), "--max-length", str(self.max_length),
                 "--text-field", self.text_field, "--label-field", self.label_field]
         optional = {"--backbone": self.backbone, "--classes-per-task": self.classes_per_task,
-                    "--test-file": self.test_file, "--cache-dir": self.cache_dir, "--label": self.label}
+                    "--task-field": self.task_field, "--tasks": self.tasks_file, "--test-file": self.test_file,
+                    "--cache-dir": self.cache_dir, "--label": self.label}
         args += [x for flag, value in optional.items() if value is not None for x in (flag, str(value))]
         args += ["--oos"] if self.oos else []
         args += [] if self.save else ["--no-save"]
@@ -103,8 +107,9 @@ class Experiment:
 
         set_threads()
         learner_cls, config = self.config()
+        # before out/ exists, so bad data (or a bad tasks file) leaves nothing behind
         stream = load_stream(self.benchmark, self.seed, self.classes_per_task, self.text_field, self.label_field,
-                             self.test_file)
+                             self.test_file, self.task_field, self.tasks_file)
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
 
         torch.manual_seed(self.seed)
@@ -132,6 +137,11 @@ class Experiment:
                 "backbone": backbone,
                 "max_length": self.max_length,
                 "classes_per_task": self.classes_per_task,
+                "task_field": self.task_field,
+                "tasks_file": self.tasks_file,
+                "text_field": self.text_field,
+                "label_field": self.label_field,
+                "test_file": self.test_file,
                 "settings": dataclasses.asdict(config),
                 "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
             },

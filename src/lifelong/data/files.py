@@ -1,4 +1,5 @@
-"""Load the user's own labelled text from a JSONL or CSV file.
+"""Load the user's own labelled text from a JSONL or CSV file, and the user's own tasks: a field of the rows
+(`task_field`) or a JSON file of class lists (`read_tasks`).
 
 Every problem in the file is reported as one `LifelongError` line, `path:line: problem`, so the user can jump
 straight to the offending row instead of reading a traceback.
@@ -27,18 +28,23 @@ def load_file(
     test_fraction: float = 0.2,
     seed: int = 0,
     test_path=None,
+    task_field: str | None = None,
 ) -> LabelledData:
     """Splits come from the rows' `split` field and/or the separate `test_path` file; only when neither is
-    given is a test set held out, stratified per class so every evaluated class has also been trained on."""
-    rows = read_rows(path, text_field, label_field, split_field)
-    has_split = any(split is not None for *_, split in rows)
+    given is a test set held out, stratified per class so every evaluated class has also been trained on.
+    With `task_field`, every row of `path` names its task there and `data.tasks` holds the tasks (see
+    `tasks_by_field`); rows of `test_path` may leave it out, as a shared held-out set often does."""
+    rows = read_rows(path, text_field, label_field, split_field, task_field)
+    test_rows = []
+    has_split = any(split is not None for _, _, _, split, _ in rows)
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
-    for line, text, label, split in rows:
+    for line, text, label, split, _ in rows:
         if has_split and split is None:
             raise LifelongError(f"{path}:{line}: no {split_field!r} value (other rows have one)")
         splits[split or "train"].append((text, label))
     if test_path is not None:
-        splits["test"] += [(text, label) for _, text, label, _ in read_rows(test_path, text_field, label_field, None)]
+        test_rows = read_rows(test_path, text_field, label_field, None, task_field, need_task=False)
+        splits["test"] += [(text, label) for _, text, label, _, _ in test_rows]
     elif not has_split:
         if not 0 < test_fraction < 1:
             raise LifelongError(f"test_fraction must be between 0 and 1, got {test_fraction}")
@@ -47,8 +53,76 @@ def load_file(
         why = f"no row has {split_field} 'test'" if has_split else "every class has a single example"
         raise LifelongError(f"{path}: no test examples ({why})")
     data = LabelledData(Path(path).stem, splits["train"], splits["test"], splits["val"], source=str(path))
-    check_splits(data)
+    check_splits(data)  # first: every class met below has training rows
+    if task_field:
+        data.tasks = tasks_by_field([(path, r) for r in rows] + [(test_path, r) for r in test_rows], task_field)
     return data
+
+
+def tasks_by_field(rows, task_field: str) -> dict[str, list[str]]:
+    """Task value -> its classes, both in order of first appearance among the train rows (rows without a split
+    count as train, so the order does not depend on the seeded hold-out). A class belongs to one task, so every
+    row of it, val and test included, must carry the same value. `rows`: (path, read_rows row) pairs."""
+    rows = sorted(rows, key=lambda r: r[1][3] not in (None, "train"))  # stable: train rows first, in file order
+    first: dict[str, tuple[str, str]] = {}  # class -> (task, where it was first seen)
+    tasks: dict[str, list[str]] = {}
+    for path, (line, _, label, _, task) in rows:
+        if task is None:  # only a separate test file may leave the field out
+            continue
+        if label not in first:
+            first[label] = (task, f"{path}:{line}")
+            tasks.setdefault(task, []).append(label)
+        elif first[label][0] != task:
+            task0, where = first[label]
+            raise LifelongError(
+                f"{path}:{line}: class {label!r} has {task_field} {task!r} here but {task0!r} at {where} "
+                "(a class belongs to one task)"
+            )
+    return tasks
+
+
+def read_tasks(path, data: LabelledData | None = None) -> list[list[str]]:
+    """The class lists of a `--tasks` JSON file, in arrival order, checked without data; given `data`, also
+    against it. A class of the data that no task names is an error too: dropping its rows silently would
+    quietly shrink the benchmark."""
+    p = Path(path)
+    if not p.is_file():
+        raise LifelongError(f"{path}: file not found")
+    try:
+        tasks = json.loads(p.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise LifelongError(f"{path}: invalid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise LifelongError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    shape = "expected a JSON list of tasks, each a list of class names"
+    if not isinstance(tasks, list) or not tasks:
+        raise LifelongError(f"{path}: {shape}, got " + ("an empty list" if tasks == [] else type(tasks).__name__))
+    task_of: dict[str, int] = {}
+    for i, classes in enumerate(tasks, 1):
+        if not isinstance(classes, list):
+            raise LifelongError(f"{path}: task {i}: {shape}, got {type(classes).__name__}")
+        if not classes:
+            raise LifelongError(f"{path}: task {i} is empty")
+        for c in classes:
+            if not isinstance(c, str):
+                raise LifelongError(f"{path}: task {i}: class names must be strings, got {json.dumps(c)} "
+                                    f"(write {json.dumps(str(c))})")
+            if c in task_of:
+                raise LifelongError(f"{path}: class {c!r} is in task {task_of[c]} and task {i}")
+            task_of[c] = i
+    if data is not None:
+        known = data.class_names()
+        where = data.source or data.name
+        have = set(known)
+        for c, i in task_of.items():
+            if c not in have:
+                raise LifelongError(f"{path}: class {c!r} (task {i}) has no training examples in {where}")
+        left = [c for c in known if c not in task_of]
+        if left:
+            some = ", ".join(map(repr, left[:5])) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+            raise LifelongError(f"{path}: no task holds {len(left)} of the {len(known)} classes of {where}: {some}; "
+                                "add them to a task or remove their rows")
+    return tasks
 
 
 def hold_out(rows, fraction, seed):
@@ -67,17 +141,22 @@ def hold_out(rows, fraction, seed):
     return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]
 
 
-def read_rows(path, text_field, label_field, split_field):
-    """(line, text, label, split-or-None) per row, validated."""
+def _missing(path, line, row, field):
+    has = ", ".join(k for k, v in row.items() if k is not None and v is not None and str(v).strip() != "")
+    what = f"(row has: {has})" if has else "(row is empty)"
+    return LifelongError(f"{path}:{line}: missing field {field!r} {what}")
+
+
+def read_rows(path, text_field, label_field, split_field, task_field=None, need_task=True):
+    """(line, text, label, split-or-None, task-or-None) per row, validated. With `task_field`, a row without a
+    value there (absent, null or empty) is an error unless not `need_task`."""
     out = []
-    for line, row in records(path, text_field, label_field):
+    required = (text_field, label_field) + ((task_field,) if task_field and need_task else ())
+    for line, row in records(path, *required):
         values = []
         for field in (text_field, label_field):
             if row.get(field) is None:
-                has = ", ".join(k for k, v in row.items() if k is not None and v is not None)
-                raise LifelongError(
-                    f"{path}:{line}: missing field {field!r} " + (f"(row has: {has})" if has else "(row is empty)")
-                )
+                raise _missing(path, line, row, field)
             values.append(row[field])
         text, label = values
         if not isinstance(text, str):
@@ -99,14 +178,20 @@ def read_rows(path, text_field, label_field, split_field):
             split = SPLITS[key]
         else:
             split = None
-        out.append((line, text, label, split))
+        task = row.get(task_field) if task_field else None
+        if isinstance(task, (dict, list)):
+            raise LifelongError(f"{path}:{line}: {task_field} must be a string or number, got {type(task).__name__}")
+        task = None if task is None or str(task).strip() == "" else str(task).strip()
+        if task is None and task_field and need_task:
+            raise _missing(path, line, row, task_field)
+        out.append((line, text, label, split, task))
     if not out:
         raise LifelongError(f"{path}: no rows")
     return out
 
 
-def records(path, text_field, label_field):
-    """(1-based line, dict) pairs; format errors name the line."""
+def records(path, *required):
+    """(1-based line, dict) pairs; format errors name the line (a CSV header without a `required` column, line 1)."""
     p = Path(path)
     if not p.is_file():
         raise LifelongError(f"{path}: file not found")
@@ -116,7 +201,7 @@ def records(path, text_field, label_field):
     data = p.read_bytes()
     if kind == "jsonl":
         return list(_jsonl_rows(path, data))
-    return list(_csv_rows(path, data, (text_field, label_field)))
+    return list(_csv_rows(path, data, required))
 
 
 def _jsonl_rows(path, data: bytes):

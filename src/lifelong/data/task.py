@@ -94,6 +94,7 @@ class LabelledData:
     test: list[tuple[object, str]]
     val: list[tuple[object, str]] = field(default_factory=list)
     source: str = ""  # file or package it came from, for error messages
+    tasks: dict[str, list[str]] | None = None  # the data's own tasks (name -> classes, arrival order), if it has them
 
     def class_names(self) -> list[str]:
         """Class names in order of first appearance in train (stable, reproducible)."""

@@ -60,8 +60,8 @@ def learn(
     set_threads()
     if not 0 <= holdout < 1:
         raise LifelongError(f"--holdout must be in [0, 1), got {holdout}")
-    rows = [(t, c) for _, t, c, _ in read_rows(data, text_field, label_field, None)]
-    held = [(t, c) for _, t, c, _ in read_rows(eval_, text_field, label_field, None)] if eval_ else None
+    rows = [(t, c) for _, t, c, *_ in read_rows(data, text_field, label_field, None)]
+    held = [(t, c) for _, t, c, *_ in read_rows(eval_, text_field, label_field, None)] if eval_ else None
     entry = ModelStore(model).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data))
     task = entry["tasks"][-1]
     typer.echo(f"version {entry['version']}: learned {len(task['classes'])} classes from {task['train_examples']} "
@@ -90,7 +90,7 @@ def calibrate(
     from .store import ModelStore
 
     set_threads()
-    held = [(t, c) for _, t, c, _ in read_rows(eval_, text_field, label_field, None)]
+    held = [(t, c) for _, t, c, *_ in read_rows(eval_, text_field, label_field, None)]
     entry = ModelStore(model).calibrate(held, oos_label, wait, source=str(eval_))
     typer.echo(f"version {entry['version']}: new threshold, {entry['new_bytes']:,} new bytes")
     typer.echo(_held_out_line(entry["metrics"]))
