@@ -83,8 +83,12 @@ def test_learner_end_to_end_save_load_identical(enc, stream, tmp_path, adapter, 
                                    {"adapter": adapter, "precision": precision, "rank": 4, "epochs": 2})
     learner = methods.get("adapters")(enc, cfg)
     result = evaluation.run(learner, stream)
-    assert 0.0 <= result["routing_accuracy"] <= 1.0 and len(result["routing_accuracy_per_task"]) == 2
-    assert set(result["stored_bytes"][-1]) == {"adapter", "head", "prototypes"}
+    assert len(result["routing_accuracy_per_task"]) == 2 and result["routing_top_k"] == 2
+    assert result["routing_top_k_accuracy_per_task"] == [1.0, 1.0]  # two tasks, top 2: always routed
+    stored = result["stored_bytes"][-1]
+    assert set(stored) == {"adapter", "head", "classes", "shared"}
+    assert result["shared_bytes"] == stored["shared"]
+    assert sum(result["bytes_per_task"]) == stored["adapter"] + stored["head"] + stored["classes"]
     x = [t for task in stream for t in task.test.inputs]
     before = learner.predict(x)
     assert before.shape == (len(x), 4)
@@ -104,7 +108,11 @@ def test_one_bit_lora_bytes_per_task(enc, stream):
     b = learner.stored_bytes()
     # 2 blocks x (query, value) x (A: 4x32, B: 32x4) at 1 bit = 4 x 256 bits, plus a mean and a scale per matrix
     assert b["adapter"] == 4 * (128 // 8 + 8 + 128 // 8 + 8)
-    assert b["head"] == (2 * 32 + 2) * 2 and b["prototypes"] == 2 * 32 * 2
+    assert b["head"] == (2 * 32 + 2) * 2
+    # class model over [pooled, split] features (32 + 32 wide): int8 means, an fp32 scale and count per class
+    assert b["classes"] == 2 * (64 + 4 + 4)
+    # shared: the covariance's upper triangle in fp16, its degrees of freedom, the held-out hit counts
+    assert b["shared"] == 64 * 65 // 2 * 2 + 4 + learner.hits.numel() * 4
 
 
 @pytest.fixture
@@ -176,64 +184,82 @@ def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):
     assert torch.equal(again.predict(x), learner.predict(x))
 
 
-def test_text_defaults_route_on_the_pooled_feature(enc, stream):
+def test_class_model_reads_pooled_and_split_features(enc, stream):
+    from lifelong.methods.adapters import class_features
+    from lifelong.methods.gaussian import dequantize_rows, quantize_rows
+
     learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config, {"epochs": 1}))
-    assert (learner.config.route, learner.config.confidence, learner.config.prototypes) == ("pooled", 1.0, 1)
-    learner.learn(stream.tasks[0])
     task = stream.tasks[0]
-    _, pooled = learner.cache(task.train.inputs)
-    expected = torch.stack([pooled[task.train.labels == c].mean(0) for c in task.classes]).half().float()
-    assert torch.equal(learner.prototypes[0], expected)
+    learner.learn(task)
+    hidden, pooled = learner.cache(task.train.inputs)
+    x = learner.classes.transform(class_features(hidden, pooled))
+    means = torch.stack([x[task.train.labels == c].mean(0) for c in task.classes])
+    assert learner.classes.dim == 64 and torch.equal(learner.classes.means, dequantize_rows(*quantize_rows(means)))
+    assert learner.task_of_class.tolist() == [0, 0]
 
 
-def test_split_route_with_several_prototypes_round_trips(enc, stream, tmp_path):
-    from lifelong.methods.adapters import split_pooled
+def with_val(stream, every: int = 2):
+    """The stream with each task's every other training example moved to a val split."""
+    import dataclasses
 
-    cfg = methods.config_from_dict(methods.get("adapters").Config,
-                                   {"rank": 4, "epochs": 1, "route": "split", "prototypes": "3", "confidence": "0"})
-    learner = methods.get("adapters")(enc, cfg)
+    from lifelong.data.task import Examples
+
+    tasks = []
+    for t in stream:
+        idx = list(range(len(t.train)))
+        tasks.append(dataclasses.replace(t, train=t.train.select([i for i in idx if i % every]),
+                                         val=t.train.select([i for i in idx if not i % every])))
+    return dataclasses.replace(stream, tasks=tasks)
+
+
+def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
+    from lifelong import routing
+    from lifelong.methods.gaussian import SHRINKAGES
+
+    stream = with_val(stream)
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
+                                                                    {"epochs": 1, "rank": 4}))
+    learner.learn(stream.tasks[0])
+    first = learner.hits.clone()
+    assert first.max() <= len(stream.tasks[0].val) and first.sum() > 0
+    learner.learn(stream.tasks[1])
+    assert (learner.hits >= first).all() and learner.hits.sum() > first.sum()  # summed over tasks
+    s, t, m = (int(i) for i in torch.unravel_index(learner.hits.argmax(), learner.hits.shape))
+    assert learner.mixture == (SHRINKAGES[s], routing.TEMPERATURES[t], *routing.MIXES[m])
+    # the val split is held out of training: the class model counts only the training examples
+    assert learner.classes.counts.tolist() == [float(len(stream.tasks[0].train)) / 2] * 4
+    learner.save(tmp_path / "m")
+    again = methods.get("adapters").load(tmp_path / "m", enc)
+    assert torch.equal(again.hits, learner.hits) and again.mixture == learner.mixture
+
+
+def test_models_saved_before_the_class_model_are_refused(enc, saved):
+    meta = json.loads((saved / "learner.json").read_text())
+    del meta["format"]
+    (saved / "learner.json").write_text(json.dumps(meta))
+    with pytest.raises(LifelongError, match="saved by an earlier lifelong .* learn it again"):
+        methods.get("adapters").load(saved, enc)
+
+
+def test_tampered_shared_file_is_named(enc, saved):
+    f = saved / "shared.safetensors"
+    f.write_bytes(f.read_bytes()[:-4])
+    with pytest.raises(LifelongError, match="shared.safetensors: checksum mismatch"):
+        methods.get("adapters").load(saved, enc)
+
+
+def test_accuracy_given_the_task_runs_only_that_tasks_adapter(enc, stream):
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
+                                                                    {"epochs": 1, "rank": 4}))
     for task in stream:
         learner.learn(task)
-    assert [tuple(p.shape) for p in learner.prototypes] == [(6, 32), (6, 32)]  # 3 per class, hidden width 32
-    x = [t for task in stream for t in task.test.inputs]
+    x = stream.tasks[1].test.inputs
     hidden, _ = learner.cache(x)
-    assert split_pooled(hidden).shape == (len(x), 32)
-    before = learner.predict(x)
-    learner.save(tmp_path / "m")
-    meta = json.loads((tmp_path / "m" / "learner.json").read_text())
-    assert (meta["config"]["route"], meta["config"]["prototypes"], meta["config"]["confidence"]) == ("split", 3, 0.0)
-    again = methods.get("adapters").load(tmp_path / "m", enc)
-    again.cache = learner.cache
-    assert torch.equal(again.predict(x), before)
-    meta["config"]["prototypes"] = 1  # prototypes that do not fit the settings are named
-    (tmp_path / "m" / "learner.json").write_text(json.dumps(meta))
-    with pytest.raises(LifelongError, match="1 prototype\\(s\\) per class of a 32-wide routing feature"):
-        methods.get("adapters").load(tmp_path / "m", enc)
+    learner.top.set_active(1)
+    from lifelong.methods.adapters import top_features
 
-
-def test_models_saved_before_route_existed_load_as_pooled(enc, saved):
-    meta = json.loads((saved / "learner.json").read_text())
-    for key in ("route", "prototypes"):
-        del meta["config"][key]
-    meta["config"]["confidence"] = 1.0
-    (saved / "learner.json").write_text(json.dumps(meta))
-    assert methods.get("adapters").load(saved, enc).config.route == "pooled"
-
-
-def test_class_prototypes_kmeans():
-    from lifelong.methods.adapters import class_prototypes
-
-    g = torch.Generator().manual_seed(0)
-    blobs = torch.cat([torch.randn(20, 8, generator=g) * 0.01 + torch.eye(8)[i] for i in range(3)])
-    labels = torch.tensor([0] * 40 + [1] * 20)  # class 0 is two blobs, class 1 one
-    protos = class_prototypes(blobs, labels, [0, 1], per_class=2, seed=0)
-    assert protos.shape == (4, 8)
-    assert sorted(protos[:2].argmax(1).tolist()) == [0, 1] and protos[2:].argmax(1).tolist() == [2, 2]
-    assert torch.equal(class_prototypes(blobs, labels, [0, 1]), torch.stack([blobs[:40].mean(0), blobs[40:].mean(0)]))
-    with pytest.raises(LifelongError, match="prototypes"):
-        methods.config_from_dict(methods.get("adapters").Config, {"prototypes": "0"}).resolve(False)
-    with pytest.raises(LifelongError, match="unknown route 'adapted'"):
-        methods.get("adapters").Config(route="adapted").resolve(True)
+    expected = learner.heads[1](top_features(learner.top, hidden))
+    assert torch.equal(learner.predict_in_task(x, 1, stream.tasks[1].classes), expected)
 
 
 def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):

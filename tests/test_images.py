@@ -299,20 +299,19 @@ def test_adapters_learner_on_images_save_load_identical(request, image_stream, t
     assert torch.equal(again.predict(x), before)
 
 
-def test_adapters_on_images_route_on_the_split_hidden_state(effnet, image_stream):
-    from lifelong.methods.adapters import split_pooled
+def test_adapters_on_images_class_model_reads_pooled_and_split_features(effnet, image_stream):
+    from lifelong.methods.adapters import class_features, split_pooled
 
     cfg = methods.config_from_dict(methods.get("adapters").Config, {"rank": 2, "epochs": 1, "blocks": 1})
     learner = methods.get("adapters")(effnet, cfg)
-    assert (learner.config.route, learner.config.confidence) == ("split", 0.0)
     task = image_stream.tasks[0]
     learner.learn(task)
-    hidden, _ = learner.cache(task.train.inputs)  # [192, 1, 1] feature maps entering block 15
-    feats = split_pooled(hidden)
-    assert learner.route_dim() == feats.shape[1] == 192
-    expected = torch.stack([feats[task.train.labels == c].mean(0) for c in task.classes]).half().float()
-    assert torch.equal(learner.prototypes[0], expected)
-    x = task.test.inputs  # the out-of-scope confidence measures distance in the same routing feature
+    hidden, pooled = learner.cache(task.train.inputs)  # [192, 1, 1] feature maps entering block 15
+    assert learner.split_dim() == split_pooled(hidden).shape[1] == 192
+    # 1280 pooled + 192 split = 1472 wide, randomly projected to the 1024 that bound the shared covariance
+    assert learner.classes.dim == 1024 and learner.classes.projection.shape == (1472, 1024)
+    assert class_features(hidden, pooled).shape == (len(hidden), 1472)
+    x = task.test.inputs  # the out-of-scope confidence measures distance in the class model's feature
     assert learner.confidence(x, learner.predict(x)).shape == (len(x),)
 
 

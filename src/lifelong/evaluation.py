@@ -25,21 +25,41 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def accuracy(learner: Learner, examples: Examples, tasks: torch.Tensor | None = None, batch_size: int = 1024):
+def accuracy(learner: Learner, examples: Examples, task_classes: list[list[int]] | None = None,
+             batch_size: int = 1024):
     """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its confidence
-    (for out-of-scope rejection), and, for a learner that routes among tasks, whether its
-    highest-weighted task is the example's task (else None)."""
-    hits, best, routed = [], [], []
+    (for out-of-scope rejection), and each task's weight per example [n, T] (else None without `task_classes`):
+    the learner's own routing weights where it routes among tasks, else its best class score within each task."""
+    hits, best, weights = [], [], []
     for s in range(0, len(examples), batch_size):
         part = examples.select(range(s, min(s + batch_size, len(examples))))
         scores, task_weights = learner.predict_routed(part.inputs)
         hits.append(scores.argmax(-1) == part.labels)
         best.append(learner.confidence(part.inputs, scores))
-        if task_weights is not None and tasks is not None:
-            routed.append(task_weights.argmax(-1) == tasks[s : s + len(part)])
+        if task_classes is not None:
+            if task_weights is None:
+                task_weights = torch.stack([scores[:, c].max(-1).values for c in task_classes], 1)
+            weights.append(task_weights)
     if not hits:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0), None
-    return torch.cat(hits), torch.cat(best), (torch.cat(routed) if routed else None)
+    return torch.cat(hits), torch.cat(best), (torch.cat(weights) if weights else None)
+
+
+def routed(weights: torch.Tensor, task_of: torch.Tensor, k: int) -> float:
+    """Share of examples whose own task is among the k highest-weighted tasks."""
+    top = weights.topk(min(k, weights.shape[1]), dim=1).indices
+    return (top == task_of[:, None]).any(1).float().mean().item()
+
+
+def accuracy_given_task(learner: Learner, stream: Stream, seen: int, batch_size: int = 1024) -> float:
+    """Accuracy when each test example's task is given: the argmax over that task's classes only."""
+    hits = []
+    for task in stream.tasks[:seen]:
+        for s in range(0, len(task.test), batch_size):
+            part = task.test.select(range(s, min(s + batch_size, len(task.test))))
+            pred = torch.tensor(task.classes)[learner.predict_in_task(part.inputs, task.index, task.classes).argmax(-1)]
+            hits.append(pred == part.labels)
+    return torch.cat(hits).float().mean().item()
 
 
 def best_scores(learner: Learner, inputs, batch_size: int = 1024) -> torch.Tensor:
@@ -71,7 +91,9 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         raise LifelongError(f"{stream.name} has no out-of-scope queries; --oos needs a benchmark that has them")
     rejections: list[dict] = []
     R: list[list[float | None]] = [[None] * T for _ in range(T)]
-    seconds, eval_seconds, stored, peaks, routing = [], [], [], [], []
+    seconds, eval_seconds, stored, peaks, routing, routing_k = [], [], [], [], [], []
+    top_k = max(2, getattr(learner.config, "top_k", 2))  # routing is also reported within the top k tasks
+    by_class = all(t.classes for t in stream)  # tasks that each bring classes (not domain-incremental)
     for i, task in enumerate(stream):
         log.info("task %d/%d %s: %d classes, %d train examples", i + 1, T, task.name, len(task.classes), len(task.train))
         t0 = time.perf_counter()
@@ -81,10 +103,13 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         t0 = time.perf_counter()
         seen = [t.test for t in stream.tasks[: i + 1]]
         task_of = torch.cat([torch.full((len(s),), j) for j, s in enumerate(seen)])
-        hits, scores, routed = accuracy(learner, Examples.concat(seen), task_of)
+        hits, scores, weights = accuracy(learner, Examples.concat(seen),
+                                         [t.classes for t in stream.tasks[: i + 1]] if by_class else None)
         for j, part in enumerate(torch.split(hits, [len(s) for s in seen])):
             R[i][j] = part.float().mean().item()
-        routing.append(routed.float().mean().item() if routed is not None else None)
+        if by_class:
+            routing.append(routed(weights, task_of, 1))
+            routing_k.append(routed(weights, task_of, top_k))
         if with_oos:
             rejections.append(rejection(learner, stream, i, hits, scores))
         eval_seconds.append(time.perf_counter() - t0)
@@ -96,11 +121,17 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         if on_task_end:
             on_task_end(i, row)
 
-    totals = [sum(s.values()) for s in stored]
+    if by_class:
+        t0 = time.perf_counter()
+        given_task = accuracy_given_task(learner, stream, T)
+        eval_seconds[-1] += time.perf_counter() - t0
+    # shared state (a Gram or covariance kept once, growing with nothing or with classes) is reported on its own
+    totals = [sum(v for k, v in s.items() if k not in learner.shared_kinds) for s in stored]
     out = metrics.summary(R)
     out.update(
         task_names=[t.name for t in stream],
         bytes_per_task=[totals[0]] + [b - a for a, b in itertools.pairwise(totals)],
+        shared_bytes=sum(v for k, v in stored[-1].items() if k in learner.shared_kinds),
         stored_bytes=stored,
         seconds_per_task=seconds,
         eval_seconds_per_task=eval_seconds,
@@ -111,7 +142,8 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
     if with_oos:
         out["out_of_scope"] = rejections[-1]
         out["out_of_scope_per_task"] = rejections
-    if routing[-1] is not None:
-        out["routing_accuracy"] = routing[-1]
-        out["routing_accuracy_per_task"] = routing
+    if by_class:
+        out.update(routing_accuracy=routing[-1], routing_accuracy_per_task=routing, routing_top_k=top_k,
+                   routing_top_k_accuracy=routing_k[-1], routing_top_k_accuracy_per_task=routing_k,
+                   accuracy_given_task=given_task)
     return out

@@ -1,34 +1,50 @@
 """Choosing tasks without a task id, and mixing the chosen tasks' predictions.
 
-A query is scored against every task by the cosine similarity of its frozen feature to that task's class
-prototypes (the best class of each task). The top-k tasks run their adapters; their class probabilities are mixed
-with softmax weights over the routing score plus each adapted model's own confidence, its highest logit (a
-task-confidence mixture, as in CKAA), instead of trusting one hard pick. On CLINC150's validation split the highest
-logit separated right from wrong tasks better than the highest probability or the logits' log-sum-exp.
+A global class model over every seen class (methods/gaussian.py) gives log-posteriors log g(c|x) at a temperature;
+a task's posterior G(t|x) is the sum over its classes, and the top-k tasks run their adapters. A routed class c of
+task t then scores
 
-Which frozen feature routes, and whether the confidence term is used, is the learner's choice (methods/adapters.py:
-on images the hidden state entering the adapted blocks routes and the confidence weight is 0 by default, chosen on
-Split Fashion-MNIST's held-out training images). A task may keep several prototypes per class; its score is the best.
+    (1 - beta) * log g(c|x) + beta * (log G(t|x) + log a_t(c|x)) + gamma * (task t's highest adapted logit)
+
+where a_t is the adapted head's softmax over its own classes. beta = 0 is the global model alone, beta = 1 the
+chain rule p(t|x) p(c|x, t) with the adapter deciding within the task; gamma lets a task's adapted head vote on
+whether the query is its own. None of these is a constant: the learner chooses temperature, beta and gamma (and the
+covariance shrinkage) on held-out data of each task as it learns it (see `GRID`).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
-
-def task_scores(features: torch.Tensor, prototypes: list[torch.Tensor]) -> torch.Tensor:
-    """[n, T]: for each task, the highest cosine similarity between the feature and one of its prototypes."""
-    f = F.normalize(features, dim=-1)
-    return torch.stack([(f @ F.normalize(p, dim=-1).T).max(-1).values for p in prototypes], dim=1)
-
-
-def top_tasks(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices [n, k] of the k best tasks per row, and their scores."""
-    values, index = scores.topk(min(k, scores.shape[1]), dim=1)
-    return index, values
+TEMPERATURES = tuple(2.0**e for e in range(-6, 7))
+BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GAMMAS = (0.0, 0.25, 0.5, 1.0)
+MIXES = tuple(itertools.product(BETAS, GAMMAS))
 
 
-def mixture_weights(route: torch.Tensor, max_logit: torch.Tensor, temperature: float, weight: float) -> torch.Tensor:
-    """Softmax over the k chosen tasks of route / temperature + weight * (the adapted head's highest logit)."""
-    return torch.softmax(route / temperature + weight * max_logit, dim=1)
+def task_log_posterior(log_post: torch.Tensor, task_of_class: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """[n, T]: log of the summed class posteriors of each task."""
+    return torch.stack([log_post[:, task_of_class == t].logsumexp(1) for t in range(num_tasks)], dim=1)
+
+
+def routed_mask(task_log_post: torch.Tensor, k: int) -> torch.Tensor:
+    """[n, T] bool: the k tasks of highest posterior per row."""
+    index = task_log_post.topk(min(k, task_log_post.shape[1]), dim=1).indices
+    return torch.zeros_like(task_log_post, dtype=torch.bool).scatter_(1, index, True)
+
+
+def mix(log_post, task_log_post, head_logits, task_of_class, routed, beta: float, gamma: float) -> torch.Tensor:
+    """[n, C] class log-scores (-inf outside the routed tasks). `head_logits` [n, C] holds each routed task's
+    adapted logits in its classes' columns (anything finite elsewhere)."""
+    num_tasks = task_log_post.shape[1]
+    log_a = torch.empty_like(head_logits)
+    top = torch.empty_like(task_log_post)
+    for t in range(num_tasks):
+        cols = task_of_class == t
+        log_a[:, cols] = F.log_softmax(head_logits[:, cols], dim=1)
+        top[:, t] = head_logits[:, cols].max(1).values
+    scores = (1 - beta) * log_post + beta * (task_log_post[:, task_of_class] + log_a) + gamma * top[:, task_of_class]
+    return scores.masked_fill(~routed[:, task_of_class], float("-inf"))

@@ -1,23 +1,18 @@
 """One tiny adapter per task, stored at 1 bit per weight; routed without a task id (the `lifelong` learner).
 
 Per task: a fresh adapter in the top blocks of the frozen backbone and a classifier over that task's classes are
-trained on the task's data, then frozen: the adapter is quantised and packed, the head and the task's class
-prototypes (frozen-feature class means, used for routing) are kept in fp16. Nothing learned earlier changes, so
-isolation is exact. At inference, routing picks the top-k tasks, their adapters run on the shared hidden states of
-the frozen lower blocks, and their predictions are mixed (see routing.py).
+trained on the task's data, then frozen: the adapter is quantised and packed, the head kept in fp16. Nothing
+learned earlier changes, so isolation is exact. Beside them, one global class model over every seen class (class
+means and a shared covariance, methods/gaussian.py) grows with each task, exactly as if fitted on all tasks at
+once. At inference its class posteriors pick the top-k tasks, those tasks' adapters run on the shared hidden states
+of the frozen lower blocks, and global posteriors and adapted heads are mixed (routing.py).
 
-Routing feature (`route`): `pooled` is the backbone's final frozen feature; `split` is the frozen hidden state
-entering the first adapted block, mean-pooled (over tokens, or over the feature map), which the frozen pass computes
-anyway. `auto` (the default) is `split` on image backbones and `pooled` on text. `confidence` defaults to 1 on text
-and 0 on images. Both were chosen on Split Fashion-MNIST with EfficientNet-Lite0, on 100 images per class held out
-of the training split: given the true task the adapters were right on 99.1% of held-out images, so routing was the
-whole error. Cosine to the class means of the pooled 1280-d head feature routed 76.5% of them to the right task
-(NCM's own weakness: 76.0% class accuracy), of the mean-pooled 192-d hidden state entering block 14 80.3%; the
-adapted heads' highest logit alone routed 49.5% (a head trained on two classes and no negatives is confident on
-anything), so mixing it in at weight 1 cost 3 points with pooled routing and 9 with split routing. `auto` resolves
-into the config when the learner is built, so a saved model records (and keeps) the routing it was trained with.
-`prototypes` > 1 keeps that many k-means centres per class instead of the class mean, for classes that are not one
-blob in the routing feature (held-out Fashion-MNIST, split routing: 8 per class routed 81.4-82.9% over 3 seeds).
+The class model reads the frozen pass's pooled final feature and the mean of the hidden state entering the first
+adapted block, which the pass computes anyway: on CLINC150's random split the pair put the true task first for
+95.0% of test queries, the final feature alone for 94.0% (BENCHMARKS.md, issue 11). What the mixture needs (the
+shrinkage, the posterior temperature, how much the adapted heads count) is chosen on held-out data of each task as
+it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
+counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark.
 """
 
 from __future__ import annotations
@@ -41,8 +36,8 @@ from ..data.task import Examples
 from ..errors import LifelongError
 from ..io import atomic_dir
 from . import register
-from .base import Learner, config_from_dict
-from .ncm import class_means
+from .base import Learner, config_from_dict, held_out
+from .gaussian import SHRINKAGES, GaussianClassModel
 from .training import fit
 
 
@@ -74,27 +69,11 @@ def parse_targets(targets: str) -> list[str]:
 @dataclass
 class AdaptersConfig(AdapterTrainConfig):
     top_k: int = 2  # tasks whose adapters run per query
-    temperature: float = 0.02  # routing softmax temperature (cosine scale)
-    confidence: float | None = None  # weight of the adapted model's confidence (highest logit) in the mixture
-    # (None: 1.0 on text, 0.0 on images; see the module docstring)
-    route: str = "auto"  # routing feature: pooled | split | auto (split on image backbones, pooled on text)
-    prototypes: int = 1  # routing prototypes per class: the class mean (1), or k-means centres (cosine)
+    max_dim: int = 1024  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see refit)
 
-    def resolve(self, image: bool) -> AdaptersConfig:
-        """Fill in the modality-dependent defaults (in place) and check the routing settings."""
-        if self.route == "auto":
-            self.route = "split" if image else "pooled"
-        if self.confidence is None:
-            self.confidence = 0.0 if image else 1.0
-        if self.route not in ROUTES:
-            raise LifelongError(f"unknown route {self.route!r}; choose {', '.join(ROUTES)} or auto")
-        if self.prototypes < 1:
-            raise LifelongError("prototypes (per class) must be at least 1")
-        return self
 
-
-ROUTES = ("pooled", "split")
+FORMAT = 2  # learner.json format: 2 = class model + mixture (models saved before routed by prototypes)
 
 
 def split_pooled(hidden: list[torch.Tensor]) -> torch.Tensor:
@@ -102,30 +81,10 @@ def split_pooled(hidden: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([h.mean(0) if h.ndim == 2 else h.flatten(1).mean(1) for h in hidden])
 
 
-def class_prototypes(feats: torch.Tensor, labels: torch.Tensor, classes: list[int], per_class: int = 1,
-                     seed: int = 0, iters: int = 25) -> torch.Tensor:
-    """[per_class * len(classes), d], class by class: the class mean, or `per_class` spherical k-means centres of
-    the class's unit-normalised features (seeded k-means++ start; a class with fewer distinct examples repeats
-    centres, which does not change the max-cosine routing score)."""
-    if per_class == 1:
-        return class_means(feats, labels, classes)
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for c in classes:
-        x = F.normalize(feats[labels == c], dim=-1)
-        picks = [int(torch.randint(len(x), (1,), generator=g))]
-        while len(picks) < min(per_class, len(x)):  # k-means++: draw by squared distance to the nearest pick
-            far = (1 - (x @ x[picks].T).max(1).values).clamp_min(0)
-            if far.sum() <= 0:
-                break
-            picks.append(int(torch.multinomial(far, 1, generator=g)))
-        centres = x[picks]
-        for _ in range(iters):
-            assign = (x @ centres.T).argmax(1)
-            centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j]
-                                   for j in range(len(centres))])
-        out.append(centres[torch.arange(per_class) % len(centres)])
-    return torch.cat(out)
+def class_features(hidden: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+    """The class model's input: the pooled final feature and the pooled hidden state entering the adapted blocks,
+    each unit-normalised so that neither dominates by scale."""
+    return torch.cat([F.normalize(pooled, dim=-1), F.normalize(split_pooled(hidden), dim=-1)], dim=1)
 
 
 def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,41 +212,47 @@ class Adapters(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.config.resolve(getattr(backbone, "modality", "text") == "image")
         self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
+        self.classes = GaussianClassModel(backbone.dim + self.split_dim(), self.config.max_dim, self.config.seed)
         self.packed: list[dict[str, torch.Tensor]] = []
         self.heads: list[nn.Linear] = []
-        self.prototypes: list[torch.Tensor] = []
         self.offsets: list[int] = []  # first global class id of each task (a task's classes are contiguous)
+        self.task_of_class = torch.zeros(0, dtype=torch.long)
+        # held-out hits per (shrinkage, temperature, mixture), summed over tasks: what the mixture settings are
+        # chosen by (see routing.py)
+        self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.MIXES), dtype=torch.float64)
 
-    def route_features(self, hidden: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
-        return pooled if self.config.route == "pooled" else split_pooled(hidden)
-
-    def route_dim(self) -> int:
-        """Width of the routing feature (and of each stored prototype)."""
-        if self.config.route == "pooled":
-            return self.backbone.dim
-        if self.top.image and getattr(self.top.model_config, "bottleneck", None) == "block":  # CNN: channels in
+    def split_dim(self) -> int:
+        """Width of the hidden state entering the first adapted block (channels, on a CNN)."""
+        if self.top.image and getattr(self.top.model_config, "bottleneck", None) == "block":
             return next(m for m in self.top.blocks[0].modules() if isinstance(m, nn.Conv2d)).in_channels
         return self.top.model_config.hidden_size
 
+    @property
+    def mixture(self) -> tuple[float, float, float, float]:
+        """(shrinkage, temperature, beta, gamma) with the most held-out hits so far (the first, on a tie)."""
+        s, t, m = (int(i) for i in torch.unravel_index(self.hits.argmax(), self.hits.shape))
+        return (SHRINKAGES[s], routing.TEMPERATURES[t], *routing.MIXES[m])
+
     # -- learning -------------------------------------------------------------------------------------------
     def learn(self, task) -> None:
-        new_class_offset(self, task)
-        hidden, pooled = self.cache(task.train.inputs)
+        offset = new_class_offset(self, task)
+        train, held = held_out(task)
+        task = dataclasses.replace(task, train=train)
+        hidden, pooled = self.cache(train.inputs)
         packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
         if self.config.refit_head:
             self.top.set_active(len(self.heads))  # the adapter just banked, quantised as at inference
-            head = refit(top_features(self.top, hidden), task.train.labels - self.num_classes, len(task.classes),
+            head = refit(top_features(self.top, hidden), train.labels - offset, len(task.classes),
                          self.config, self.config.seed + task.index)
-        protos = class_prototypes(self.route_features(hidden, pooled), task.train.labels, task.classes,
-                                  self.config.prototypes, self.config.seed + task.index)
-        state = {"weight": head.weight.detach(), "bias": head.bias.detach()}
-        self._add_task(packed, state, protos, self.num_classes)
+        stats = self.classes.task_statistics(class_features(hidden, pooled), train.labels, task.classes)
+        self._add_task(packed, {"weight": head.weight.detach(), "bias": head.bias.detach()}, offset)
+        self.classes.add(*stats)
+        self._count_hits(held)
 
-    def _add_task(self, packed, head_state, prototypes, offset, bank: bool = False) -> None:
-        """Append a finished task; head and prototypes are rounded to fp16 now so memory matches the file."""
+    def _add_task(self, packed, head_state, offset, bank: bool = False) -> None:
+        """Append a finished task; the head is rounded to fp16 now so memory matches the file."""
         if bank:
             self.top.add_packed(packed)
         self.packed.append(packed)
@@ -296,68 +261,97 @@ class Adapters(Learner):
         head.load_state_dict({"weight": w, "bias": b})
         head.requires_grad_(False)
         self.heads.append(head)
-        self.prototypes.append(prototypes.half().float())
         self.offsets.append(offset)
         self.num_classes = offset + w.shape[0]
+        self.task_of_class = torch.cat([self.task_of_class, torch.full((w.shape[0],), len(self.heads) - 1)])
+
+    @torch.no_grad()
+    def _count_hits(self, held: Examples) -> None:
+        """Score the task's held-out examples under every candidate setting, against every class seen so far."""
+        if len(held) == 0:
+            return
+        hidden, pooled = self.cache(held.inputs)
+        feats = class_features(hidden, pooled)
+        logits = self._head_logits(hidden, torch.ones(len(hidden), len(self.heads), dtype=torch.bool))
+        for s, shrink in enumerate(SHRINKAGES):
+            raw = self.classes.logits(feats, shrink)
+            for t, temperature in enumerate(routing.TEMPERATURES):
+                log_post, task_post, routed = self._route(raw, temperature)
+                for m, (beta, gamma) in enumerate(routing.MIXES):
+                    scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta, gamma)
+                    self.hits[s, t, m] += float((scores.argmax(1) == held.labels).sum())
 
     # -- inference ------------------------------------------------------------------------------------------
+    def _route(self, raw: torch.Tensor, temperature: float):
+        log_post = F.log_softmax(raw.float() / temperature, dim=1)
+        task_post = routing.task_log_posterior(log_post, self.task_of_class, len(self.heads))
+        return log_post, task_post, routing.routed_mask(task_post, self.config.top_k)
+
+    def _head_logits(self, hidden: list[torch.Tensor], routed: torch.Tensor) -> torch.Tensor:
+        """[n, C]: each routed task's adapted head logits in its columns (0 elsewhere), adapters run per task on
+        its routed rows in length-sorted chunks."""
+        out = torch.zeros(len(hidden), self.num_classes)
+        for t in routed.any(0).nonzero().flatten().tolist():
+            rows = routed[:, t].nonzero().flatten()
+            out[rows, self.offsets[t] : self.offsets[t] + self.heads[t].out_features] = self._task_logits(
+                [hidden[i] for i in rows.tolist()], t)
+        return out
+
+    def _task_logits(self, hidden: list[torch.Tensor], t: int) -> torch.Tensor:
+        self.top.set_active(t)
+        return self.heads[t](top_features(self.top, hidden))
+
     @torch.no_grad()
     def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores over all seen classes, and the mixture weight of each task [n, T] (for routing accuracy)."""
+        """Class probabilities over all seen classes (zero outside the routed tasks), and each task's posterior
+        under the class model [n, T] (for routing accuracy)."""
         hidden, pooled = self.cache(list(inputs))
-        n, T = len(hidden), len(self.heads)
-        scores = routing.task_scores(self.route_features(hidden, pooled), self.prototypes)
-        index, route = routing.top_tasks(scores, self.config.top_k)
-        probs: dict[tuple[int, int], torch.Tensor] = {}
-        confidence = torch.zeros_like(route)
-        for t in index.unique().tolist():
-            rows, slots = (index == t).nonzero(as_tuple=True)
-            order = sorted(range(len(rows)), key=lambda i: len(hidden[rows[i]]))
-            for s in range(0, len(order), 256):
-                chunk = order[s : s + 256]
-                logits = self.heads[t](adapted(self.top, [hidden[rows[i]] for i in chunk], t))
-                for i, row_logits in zip(chunk, logits):
-                    probs[(int(rows[i]), int(slots[i]))] = torch.softmax(row_logits, -1)
-                    confidence[rows[i], slots[i]] = row_logits.max()
-        weights = routing.mixture_weights(route, confidence, self.config.temperature, self.config.confidence)
-        scores = torch.zeros(n, self.num_classes)
-        task_weights = torch.zeros(n, T)
-        for (row, slot), p in probs.items():
-            t = int(index[row, slot])
-            scores[row, self.offsets[t] : self.offsets[t] + len(p)] += weights[row, slot] * p
-            task_weights[row, t] = weights[row, slot]
-        return scores, task_weights
+        shrink, temperature, beta, gamma = self.mixture
+        log_post, task_post, routed = self._route(self.classes.logits(class_features(hidden, pooled), shrink),
+                                                  temperature)
+        logits = self._head_logits(hidden, routed)
+        scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta, gamma)
+        return torch.softmax(scores, dim=1), task_post.exp()
 
     def predict(self, inputs) -> torch.Tensor:
         return self.predict_routed(inputs)[0]
 
     @torch.no_grad()
+    def predict_in_task(self, inputs, task: int, classes: list[int]) -> torch.Tensor:
+        return self._task_logits(self.cache(list(inputs))[0], task)
+
+    @torch.no_grad()
     def confidence(self, inputs, scores) -> torch.Tensor:
-        """Mixture probability of the best class times the frozen feature's cosine to the nearest known class
-        prototype: a query far from every class learned is doubted even when some head is sure of it. Chosen on
-        CLINC150's val split and out-of-scope val queries (BENCHMARKS.md); no setting to tune."""
+        """Mixture probability of the best class times the frozen feature's cosine to the nearest class mean: a
+        query far from every class learned is doubted even when some head is sure of it. Chosen on CLINC150's
+        val split and out-of-scope val queries (BENCHMARKS.md); no setting to tune."""
         hidden, pooled = self.cache(list(inputs))
-        nearest = routing.task_scores(self.route_features(hidden, pooled), self.prototypes).max(-1).values
-        return scores.max(-1).values * nearest.clamp(min=0)
+        return scores.max(-1).values * self.classes.nearest_cosine(class_features(hidden, pooled)).float().clamp(min=0)
 
     # -- what is stored -------------------------------------------------------------------------------------
     def task_state(self, t: int) -> dict[str, torch.Tensor]:
         out = {f"adapter.{k}": v for k, v in self.packed[t].items()}
         out["head.weight"] = self.heads[t].weight.detach().half()
         out["head.bias"] = self.heads[t].bias.detach().half()
-        out["prototypes.weight"] = self.prototypes[t].half()
+        out.update(self.classes.class_state(self.offsets[t], self.offsets[t] + self.heads[t].out_features))
         return out
 
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        return {**self.classes.shared_state(), "shared.held_out_hits": self.hits.float()}
+
     def state(self):
-        return {f"{k.split('.', 1)[0]}.t{t}.{k.split('.', 1)[1]}": v for t in range(len(self.heads)) for k, v in self.task_state(t).items()}
+        per_task = {f"{k.split('.', 1)[0]}.t{t}.{k.split('.', 1)[1]}": v
+                    for t in range(len(self.heads)) for k, v in self.task_state(t).items()}
+        return {**per_task, **self.shared_state()}
 
     def load_state(self, tensors):
         raise LifelongError("adapters models load with Adapters.load(path, backbone): one file per task")
 
-    # -- persistence: one safetensors file per task, checked before use -------------------------------------
+    # -- persistence: one safetensors file per task and one shared file, checked before use -----------------
     def save(self, path) -> Path:
         meta = {
             "method": self.name,
+            "format": FORMAT,
             "config": dataclasses.asdict(self.config),
             "backbone": self.backbone.name,
             "backbone_sha256": self.backbone.weights_hash(),
@@ -366,14 +360,16 @@ class Adapters(Learner):
         }
 
         def write(tmp: Path) -> None:
-            for t in range(len(self.heads)):
-                name = f"task{t:03d}.safetensors"
+            def put(name: str, tensors: dict[str, torch.Tensor]) -> dict:
                 # no safetensors metadata: its key order varies between processes, and byte-identical files
                 # for an unchanged task let a model store share them between versions (task and offset are in
                 # learner.json)
-                save_file({k: v.contiguous() for k, v in sorted(self.task_state(t).items())}, str(tmp / name))
-                meta["files"].append({"name": name, "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest(),
-                                      "bytes": (tmp / name).stat().st_size})
+                save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp / name))
+                data = (tmp / name).read_bytes()
+                return {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+            meta["files"] = [put(f"task{t:03d}.safetensors", self.task_state(t)) for t in range(len(self.heads))]
+            meta["shared"] = put("shared.safetensors", self.shared_state())
             (tmp / "learner.json").write_text(json.dumps(meta, indent=2))
 
         return atomic_dir(path, write)
@@ -390,30 +386,45 @@ class Adapters(Learner):
             raise LifelongError(f"{path / 'learner.json'}: cannot read ({e})") from None
         if meta.get("method") != cls.name:
             raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
+        if meta.get("format") != FORMAT:
+            raise LifelongError(f"{path}: saved by an earlier lifelong (adapters routed by prototypes, format "
+                                f"{meta.get('format', 1)}); learn it again with this version")
         if meta.get("backbone_sha256") != backbone.weights_hash():
             raise LifelongError(f"{path / 'learner.json'}: adapters were trained on other backbone weights "
                                 f"({meta.get('backbone')!r}) than {backbone.name!r}")
-        settings = {"route": "pooled", **meta["config"]}  # models saved before `route` existed routed on pooled
-        learner = cls(backbone, config_from_dict(cls.Config, settings), features)
+        learner = cls(backbone, config_from_dict(cls.Config, meta["config"]), features)
+        shared = _read_checked(path, meta["shared"])
+        try:
+            learner.classes.load_shared(shared)
+            learner.hits = shared["shared.held_out_hits"].double().reshape(learner.hits.shape)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise LifelongError(f"{path / meta['shared']['name']}: unexpected contents ({e})") from None
         expected = learner.top.expected()
         for entry, offset in zip(meta["files"], meta["offsets"]):
-            file = path / entry["name"]
-            try:
-                data = file.read_bytes()
-            except OSError as e:
-                raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise LifelongError(f"{file}: checksum mismatch (truncated or modified)")
-            try:
-                tensors = load_file(str(file))
-            except (SafetensorError, ValueError) as e:
-                raise LifelongError(f"{file}: not a valid safetensors file ({e})") from None
-            learner._add_task(*_split_task_file(file, tensors, expected, backbone.dim, learner.route_dim(),
-                                                learner.config.prototypes), offset, bank=True)
+            tensors = _read_checked(path, entry)
+            adapter, head = _split_task_file(path / entry["name"], tensors, expected, backbone.dim,
+                                             learner.classes.dim)
+            learner._add_task(adapter, head, offset, bank=True)
+            learner.classes.load_classes(tensors)
         return learner
 
 
-def _split_task_file(file, tensors, expected, dim, route_dim, per_class):
+def _read_checked(path: Path, entry: dict) -> dict[str, torch.Tensor]:
+    """A model file's tensors, after checking its SHA-256 against learner.json."""
+    file = path / entry["name"]
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise LifelongError(f"{file}: checksum mismatch (truncated or modified)")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, ValueError) as e:
+        raise LifelongError(f"{file}: not a valid safetensors file ({e})") from None
+
+
+def _split_task_file(file, tensors, expected, dim, class_dim):
     adapter = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
     for k, (shape, dtype) in expected.items():
         if k not in adapter:
@@ -423,15 +434,13 @@ def _split_task_file(file, tensors, expected, dim, route_dim, per_class):
                                 f"expected {shape} {dtype} (different adapter settings or backbone)")
     if set(adapter) != set(expected):
         raise LifelongError(f"{file}: unexpected adapter tensors {sorted(set(adapter) - set(expected))}")
-    for k in ("head.weight", "head.bias", "prototypes.weight"):
+    for k in ("head.weight", "head.bias", "classes.means", "classes.scale", "classes.counts"):
         if k not in tensors:
             raise LifelongError(f"{file}: missing tensor {k!r}")
-    w, p = tensors["head.weight"], tensors["prototypes.weight"]
-    if (w.ndim != 2 or w.shape[1] != dim or tuple(p.shape) != (per_class * w.shape[0], route_dim)
-            or tensors["head.bias"].shape != (w.shape[0],)):
-        raise LifelongError(f"{file}: head/prototype shapes {tuple(w.shape)}/{tuple(p.shape)} do not fit a "
-                            f"{dim}-wide backbone with {per_class} prototype(s) per class of a {route_dim}-wide "
-                            "routing feature")
-    head = {"weight": w.float(), "bias": tensors["head.bias"].float()}
-    return adapter, head, p.float()
-
+    w, means = tensors["head.weight"], tensors["classes.means"]
+    k = w.shape[0] if w.ndim == 2 else -1
+    if (w.ndim != 2 or w.shape[1] != dim or tuple(means.shape) != (k, class_dim) or means.dtype != torch.int8
+            or any(tuple(tensors[n].shape) != (k,) for n in ("head.bias", "classes.scale", "classes.counts"))):
+        raise LifelongError(f"{file}: head/class-mean shapes {tuple(w.shape)}/{tuple(means.shape)} do not fit a "
+                            f"{dim}-wide backbone and a {class_dim}-wide class model")
+    return adapter, {"weight": w.float(), "bias": tensors["head.bias"].float()}

@@ -27,6 +27,7 @@ class AnalyticConfig:
 class Analytic(Learner):
     name = "analytic"
     description = "ACIL: recursive least squares on (expanded) frozen features; equals the joint solution"
+    shared_kinds = ("rls",)
     Config = AnalyticConfig
 
     def __init__(self, backbone, config=None, features=None):

@@ -33,6 +33,7 @@ class Learner(ABC):
     description: ClassVar[str]
     keeps_examples: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
+    shared_kinds: ClassVar[tuple[str, ...]] = ("shared",)  # state kept once, not per task (reported apart)
 
     def __init__(self, backbone, config=None, features=None):
         from ..backbones import FeatureCache
@@ -53,6 +54,10 @@ class Learner(ABC):
     def predict_routed(self, inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores, and for methods that route among per-task modules the weight of each task [n, T]."""
         return self.predict(inputs), None
+
+    def predict_in_task(self, inputs: Sequence, task: int, classes: list[int]) -> torch.Tensor:
+        """Scores [n, len(classes)] over one task's classes, the task given (task-incremental accuracy)."""
+        return self.predict(inputs)[:, classes]
 
     def confidence(self, inputs: Sequence, scores: torch.Tensor) -> torch.Tensor:
         """How sure the learner is that each input belongs to a class it knows [n]; out-of-scope rejection
@@ -113,6 +118,19 @@ class Learner(ABC):
         learner.num_classes = int(meta["num_classes"])
         learner.load_state(tensors)
         return learner
+
+
+def held_out(task: Task):
+    """(train, held-out) for choosing a setting inside `learn`: the task's val split if it has one, else the
+    10th, 20th, ... training example of each class (a class with fewer than 10 keeps all of them for training)."""
+    if task.val is not None and len(task.val):
+        return task.train, task.val
+    rank = torch.zeros(len(task.train), dtype=torch.long)  # position of each example within its class
+    for c in task.train.labels.unique():
+        rows = (task.train.labels == c).nonzero().flatten()
+        rank[rows] = torch.arange(1, len(rows) + 1)
+    held = rank % 10 == 0
+    return task.train.select((~held).nonzero().flatten().tolist()), task.train.select(held.nonzero().flatten().tolist())
 
 
 def config_from_dict(config_cls: type, values: dict[str, Any]):

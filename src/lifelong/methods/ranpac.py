@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import register
-from .base import Learner
+from .base import Learner, held_out
 from .ridge import RandomExpansion, one_hot, ridge_solve
 
 
@@ -27,6 +27,7 @@ class RanPACConfig:
 class RanPAC(Learner):
     name = "ranpac"
     description = "RanPAC: random projection + ReLU of frozen features, ridge classifier from the Gram matrix"
+    shared_kinds = ("gram",)
     Config = RanPACConfig
 
     def __init__(self, backbone, config=None, features=None):
@@ -41,10 +42,7 @@ class RanPAC(Learner):
 
     def learn(self, task) -> None:
         self.num_classes += len(task.classes)
-        train, held = task.train, task.val
-        if held is None or len(held) == 0:  # hold out every tenth training example
-            idx = torch.arange(len(train))
-            held, train = train.select(idx[idx % 10 == 0].tolist()), train.select(idx[idx % 10 != 0].tolist())
+        train, held = held_out(task)
         phi = self.expand(self.features(train.inputs))
         self.gram += phi.T @ phi
         self.cross = F.pad(self.cross, (0, len(task.classes))) + phi.T @ one_hot(train.labels, self.num_classes)

@@ -91,8 +91,15 @@ def metrics_rows(result: dict) -> list[tuple[str, str]]:
         ("Backward transfer", _signed_pct(result.get("backward_transfer"))),
     ]
     if "routing_accuracy" in result:
-        rows.append(("Routing accuracy", _pct(result.get("routing_accuracy"))))
+        rows.append(("Routing accuracy (true task first)", _pct(result.get("routing_accuracy"))))
+    if "routing_top_k_accuracy" in result:
+        rows.append((f"Routing accuracy (true task in top {result.get('routing_top_k')})",
+                     _pct(result.get("routing_top_k_accuracy"))))
+    if "accuracy_given_task" in result:
+        rows.append(("Accuracy given the true task", _pct(result.get("accuracy_given_task"))))
     rows.append(("Mean bytes per task", _bytes_with_exact(mean_bytes_per_task(result))))
+    if result.get("shared_bytes"):
+        rows.append(("Shared state (stored once)", _bytes_with_exact(result.get("shared_bytes"))))
     rows.append(("Total stored bytes (after last task)", _bytes_with_exact(total_stored_bytes(result))))
     breakdown = _stored_breakdown(result)
     if breakdown:
