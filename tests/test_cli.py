@@ -149,11 +149,12 @@ def test_adapters_run_reports_file_bytes_and_routing(tiny_backbone, intents_json
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["settings"]["adapter"] == "bottleneck" and res["config"]["settings"]["precision"] == "ternary"
-    assert 0.0 <= res["routing_accuracy"] <= 1.0
+    assert res["routing_top_k_accuracy"] == 1.0  # two tasks, top 2
     files = sorted(p.name for p in (out / "model").iterdir())
-    assert files == ["learner.json", "task000.safetensors", "task001.safetensors"]
-    assert res["file_bytes_per_task"] == [(out / "model" / f).stat().st_size for f in files[1:]]
-    assert set(res["stored_bytes"][0]) == {"adapter", "head", "prototypes"}
+    assert files == ["learner.json", "shared.safetensors", "task000.safetensors", "task001.safetensors"]
+    assert res["file_bytes_per_task"] == [(out / "model" / f).stat().st_size for f in files[2:]]
+    assert set(res["stored_bytes"][0]) == {"adapter", "head", "classes", "shared"}
+    assert res["shared_bytes"] == res["stored_bytes"][-1]["shared"] > 0
 
 
 def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):

@@ -91,7 +91,7 @@ def metrics_rows(result: dict) -> list[tuple[str, str]]:
         ("Backward transfer", _signed_pct(result.get("backward_transfer"))),
     ]
     if "routing_accuracy" in result:
-        rows.append(("Routing accuracy (true task first)", _pct(result.get("routing_accuracy"))))
+        rows.append(("Routing accuracy", _pct(result.get("routing_accuracy"))))
     if "routing_top_k_accuracy" in result:
         rows.append((f"Routing accuracy (true task in top {result.get('routing_top_k')})",
                      _pct(result.get("routing_top_k_accuracy"))))
