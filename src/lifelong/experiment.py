@@ -125,6 +125,7 @@ class Experiment:
             features.save()
 
         result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=self.oos)
+        result["chosen"] = learner.chosen()  # settings chosen on held-out data inside learn
         result = {
             "method": self.method,
             **({"label": self.label} if self.label else {}),

@@ -235,6 +235,9 @@ class Adapters(Learner):
         s, t, m = (int(i) for i in torch.unravel_index(self.hits.argmax(), self.hits.shape))
         return (SHRINKAGES[s], routing.TEMPERATURES[t], *routing.MIXES[m])
 
+    def chosen(self) -> dict:
+        return dict(zip(("shrinkage", "temperature", "beta", "gamma"), self.mixture))
+
     # -- learning -------------------------------------------------------------------------------------------
     def learn(self, task) -> None:
         offset = new_class_offset(self, task)

@@ -59,6 +59,10 @@ class Learner(ABC):
         """Scores [n, len(classes)] over one task's classes, the task given (task-incremental accuracy)."""
         return self.predict(inputs)[:, classes]
 
+    def chosen(self) -> dict:
+        """Settings the method chose inside `learn` on held-out data (recorded in results.json)."""
+        return {}
+
     def confidence(self, inputs: Sequence, scores: torch.Tensor) -> torch.Tensor:
         """How sure the learner is that each input belongs to a class it knows [n]; out-of-scope rejection
         thresholds it. By default the highest class score."""

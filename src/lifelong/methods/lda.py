@@ -47,6 +47,9 @@ class LDA(Learner):
         self.hits += torch.tensor([float((self.model.logits(x, s).argmax(1) == held.labels).sum())
                                    for s in SHRINKAGES], dtype=torch.float64)
 
+    def chosen(self) -> dict:
+        return {"shrinkage": self.shrink}
+
     def predict(self, inputs) -> torch.Tensor:
         return self.model.logits(self.features(inputs), self.shrink).float()
 

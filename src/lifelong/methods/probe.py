@@ -77,6 +77,9 @@ class Probe(Learner):
             z, y = torch.cat([z, hz]), torch.cat([y, hy])
         self.weight, self.bias = self._fit(z, y, self.l2)
 
+    def chosen(self) -> dict:
+        return {"l2": self.l2}
+
     def predict(self, inputs) -> torch.Tensor:
         return ((self.features(inputs) - self.mean) / self.std) @ self.weight.T + self.bias
 

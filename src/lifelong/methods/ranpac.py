@@ -57,6 +57,9 @@ class RanPAC(Learner):
                 best = (acc, lam, w)
         _, self.lam, self.weight = best
 
+    def chosen(self) -> dict:
+        return {"ridge": self.lam}
+
     def predict(self, inputs) -> torch.Tensor:
         return (self.expand(self.features(inputs)) @ self.weight).float()
 
