@@ -224,9 +224,9 @@ def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
     assert first.max() <= len(stream.tasks[0].val) and first.sum() > 0
     learner.learn(stream.tasks[1])
     assert (learner.hits >= first).all() and learner.hits.sum() > first.sum()  # summed over tasks
-    s, t, m = (int(i) for i in torch.unravel_index(learner.hits.argmax(), learner.hits.shape))
-    assert learner.mixture == (SHRINKAGES[s], routing.TEMPERATURES[t], *routing.MIXES[m])
-    assert learner.chosen() == dict(zip(("shrinkage", "temperature", "beta", "gamma"), learner.mixture))
+    s, t, b = (int(i) for i in torch.unravel_index(learner.hits.argmax(), learner.hits.shape))
+    assert learner.mixture == (SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b])
+    assert learner.chosen() == dict(zip(("shrinkage", "temperature", "beta"), learner.mixture))
     # the val split is held out of training: the class model counts only the training examples
     assert learner.classes.counts.tolist() == [float(len(stream.tasks[0].train)) / 2] * 4
     learner.save(tmp_path / "m")

@@ -238,7 +238,7 @@ def test_mix_with_beta_0_is_the_global_posterior_on_routed_classes():
     log_post, head = posteriors()
     tlp = routing.task_log_posterior(log_post, TASK_OF, 3)
     routed = routing.routed_mask(tlp, 2)
-    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta=0.0, gamma=0.0)
+    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta=0.0)
     on = routed[:, TASK_OF]
     assert on.sum() < on.numel() and on.any(1).all()  # some classes are routed out, every row keeps some
     assert torch.equal(scores[on], log_post[on])
@@ -249,7 +249,7 @@ def test_mix_with_beta_1_is_the_chain_rule_with_the_head_within_the_task():
     log_post, head = posteriors()
     tlp = routing.task_log_posterior(log_post, TASK_OF, 3)
     routed = routing.routed_mask(tlp, 2)
-    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta=1.0, gamma=0.0)
+    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta=1.0)
     on = routed[:, TASK_OF]
     for c in range(6):
         cols = (TASK_OF == TASK_OF[c]).nonzero().flatten()
@@ -263,12 +263,12 @@ def test_mix_general_weights_by_hand():
     log_post, head = posteriors(seed=1)
     tlp = routing.task_log_posterior(log_post, TASK_OF, 3)
     routed = routing.routed_mask(tlp, 3)
-    beta, gamma = 0.25, 0.5
-    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta, gamma)
+    beta = 0.25
+    scores = routing.mix(log_post, tlp, head, TASK_OF, routed, beta)
     for c in range(6):
         cols = (TASK_OF == TASK_OF[c]).nonzero().flatten()
         chain = tlp[:, TASK_OF[c]] + head[:, c] - head[:, cols].logsumexp(1)
-        expected = (1 - beta) * log_post[:, c] + beta * chain + gamma * head[:, cols].max(1).values
+        expected = (1 - beta) * log_post[:, c] + beta * chain
         assert torch.allclose(scores[:, c], expected, atol=1e-12, rtol=0)
 
 

@@ -10,7 +10,7 @@ of the frozen lower blocks, and global posteriors and adapted heads are mixed (r
 The class model reads the frozen pass's pooled final feature and the mean of the hidden state entering the first
 adapted block, which the pass computes anyway: on CLINC150's random split the pair put the true task first for
 95.0% of test queries, the final feature alone for 94.0% (BENCHMARKS.md, issue 11). What the mixture needs (the
-shrinkage, the posterior temperature, how much the adapted heads count) is chosen on held-out data of each task as
+shrinkage, the posterior temperature, how much the adapted heads count within a task) is chosen on held-out data of each task as
 it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
 counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark.
 """
@@ -221,7 +221,7 @@ class Adapters(Learner):
         self.task_of_class = torch.zeros(0, dtype=torch.long)
         # held-out hits per (shrinkage, temperature, mixture), summed over tasks: what the mixture settings are
         # chosen by (see routing.py)
-        self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.MIXES), dtype=torch.float64)
+        self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS), dtype=torch.float64)
 
     def split_dim(self) -> int:
         """Width of the hidden state entering the first adapted block (channels, on a CNN)."""
@@ -230,13 +230,13 @@ class Adapters(Learner):
         return self.top.model_config.hidden_size
 
     @property
-    def mixture(self) -> tuple[float, float, float, float]:
-        """(shrinkage, temperature, beta, gamma) with the most held-out hits so far (the first, on a tie)."""
-        s, t, m = (int(i) for i in torch.unravel_index(self.hits.argmax(), self.hits.shape))
-        return (SHRINKAGES[s], routing.TEMPERATURES[t], *routing.MIXES[m])
+    def mixture(self) -> tuple[float, float, float]:
+        """(shrinkage, temperature, beta) with the most held-out hits so far (the first, on a tie)."""
+        s, t, b = (int(i) for i in torch.unravel_index(self.hits.argmax(), self.hits.shape))
+        return SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b]
 
     def chosen(self) -> dict:
-        return dict(zip(("shrinkage", "temperature", "beta", "gamma"), self.mixture))
+        return dict(zip(("shrinkage", "temperature", "beta"), self.mixture))
 
     # -- learning -------------------------------------------------------------------------------------------
     def learn(self, task) -> None:
@@ -280,9 +280,9 @@ class Adapters(Learner):
             raw = self.classes.logits(feats, shrink)
             for t, temperature in enumerate(routing.TEMPERATURES):
                 log_post, task_post, routed = self._route(raw, temperature)
-                for m, (beta, gamma) in enumerate(routing.MIXES):
-                    scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta, gamma)
-                    self.hits[s, t, m] += float((scores.argmax(1) == held.labels).sum())
+                for b, beta in enumerate(routing.BETAS):
+                    scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
+                    self.hits[s, t, b] += float((scores.argmax(1) == held.labels).sum())
 
     # -- inference ------------------------------------------------------------------------------------------
     def _route(self, raw: torch.Tensor, temperature: float):
@@ -309,11 +309,11 @@ class Adapters(Learner):
         """Class probabilities over all seen classes (zero outside the routed tasks), and each task's posterior
         under the class model [n, T] (for routing accuracy)."""
         hidden, pooled = self.cache(list(inputs))
-        shrink, temperature, beta, gamma = self.mixture
+        shrink, temperature, beta = self.mixture
         log_post, task_post, routed = self._route(self.classes.logits(class_features(hidden, pooled), shrink),
                                                   temperature)
         logits = self._head_logits(hidden, routed)
-        scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta, gamma)
+        scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
         return torch.softmax(scores, dim=1), task_post.exp()
 
     def predict(self, inputs) -> torch.Tensor:
