@@ -308,8 +308,8 @@ def test_adapters_on_images_class_model_reads_pooled_and_split_features(effnet, 
     learner.learn(task)
     hidden, pooled = learner.cache(task.train.inputs)  # [192, 1, 1] feature maps entering block 15
     assert learner.split_dim() == split_pooled(hidden).shape[1] == 192
-    # 1280 pooled + 192 split = 1472 wide, randomly projected to the 1024 that bound the shared covariance
-    assert learner.classes.dim == 1024 and learner.classes.projection.shape == (1472, 1024)
+    # 1280 pooled + 192 split = 1472 wide, randomly projected to the 1000 that keep the shared covariance under 1 MB
+    assert learner.classes.dim == 1000 and learner.classes.projection.shape == (1472, 1000)
     assert class_features(hidden, pooled).shape == (len(hidden), 1472)
     x = task.test.inputs  # the out-of-scope confidence measures distance in the class model's feature
     assert learner.confidence(x, learner.predict(x)).shape == (len(x),)

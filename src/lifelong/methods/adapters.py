@@ -69,7 +69,7 @@ def parse_targets(targets: str) -> list[str]:
 @dataclass
 class AdaptersConfig(AdapterTrainConfig):
     top_k: int = 2  # tasks whose adapters run per query
-    max_dim: int = 1024  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
+    max_dim: int = 1000  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see refit)
 
 

@@ -3,16 +3,17 @@ analysis) on unit-normalised frozen features, kept without any example.
 
 Why this model: in class-incremental learning each class arrives in exactly one task, so a task contributes its
 classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i
-is exactly the one fitted jointly on tasks 0..i. It scores every seen class against every other, so it can tell
+is the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class against every other, so it can tell
 apart related classes that arrived in different tasks, which a nearest-prototype router cannot do as well (it
 ignores how features vary within classes). On frozen features it was measured against ridge on random ReLU
 features (RanPAC's head) and a nearest class mean (BENCHMARKS.md, issue 11): close to the first on text, better on
 WordNet and Split Fashion-MNIST, and its state is a d x d matrix instead of m x m for m random features.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
-never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 1024
-keeps it under 1 MB (upper triangle, fp16; fp16 and int8 means measured no accuracy change on CLINC150). The shrinkage of the covariance towards a scaled identity is chosen by
-the caller on held-out data (see `SHRINKAGES`).
+never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 1000
+keeps it at 1,001,000 bytes (upper triangle, fp16; fp16 covariance and int8 means measured no accuracy change on
+CLINC150). The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data
+(see `SHRINKAGES`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class GaussianClassModel:
     """In memory, the state is held as stored (means int8 per row, the covariance fp16), so a saved model
     predicts exactly what the trained one did; the additive update runs in float64 on those values."""
 
-    def __init__(self, in_dim: int, max_dim: int = 1024, seed: int = 0):
+    def __init__(self, in_dim: int, max_dim: int = 1000, seed: int = 0):
         self.dim = min(in_dim, max_dim) if max_dim else in_dim
         self.projection = None
         if self.dim < in_dim:
