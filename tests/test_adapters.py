@@ -232,6 +232,12 @@ def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
     learner.save(tmp_path / "m")
     again = methods.get("adapters").load(tmp_path / "m", enc)
     assert torch.equal(again.hits, learner.hits) and again.mixture == learner.mixture
+    # task scores are log-posteriors: at the sharpest temperature the runner-up must not underflow to a tie
+    learner.hits.zero_()
+    learner.hits[0, 0, 0] = 1  # temperature 2^-6
+    x = [t for task in stream for t in task.test.inputs]
+    _, task_scores = learner.predict_routed(x)
+    assert torch.isfinite(task_scores).all() and (task_scores[:, 0] != task_scores[:, 1]).all()
 
 
 def test_models_saved_before_the_class_model_are_refused(enc, saved):

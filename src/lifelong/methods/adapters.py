@@ -306,15 +306,16 @@ class Adapters(Learner):
 
     @torch.no_grad()
     def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities over all seen classes (zero outside the routed tasks), and each task's posterior
-        under the class model [n, T] (for routing accuracy)."""
+        """Class probabilities over all seen classes (zero outside the routed tasks), and each task's log-posterior
+        under the class model [n, T] (for routing accuracy; in log space, where a sharp temperature cannot
+        flatten the runners-up to a tie at zero)."""
         hidden, pooled = self.cache(list(inputs))
         shrink, temperature, beta = self.mixture
         log_post, task_post, routed = self._route(self.classes.logits(class_features(hidden, pooled), shrink),
                                                   temperature)
         logits = self._head_logits(hidden, routed)
         scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
-        return torch.softmax(scores, dim=1), task_post.exp()
+        return torch.softmax(scores, dim=1), task_post
 
     def predict(self, inputs) -> torch.Tensor:
         return self.predict_routed(inputs)[0]

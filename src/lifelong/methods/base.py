@@ -52,7 +52,8 @@ class Learner(ABC):
         """Scores [n, num_classes] over the classes seen so far; argmax is the predicted global class id."""
 
     def predict_routed(self, inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scores, and for methods that route among per-task modules the weight of each task [n, T]."""
+        """Scores, and for methods that route among per-task modules a score per task [n, T] (higher: more
+        likely the query's task; routing accuracy ranks them)."""
         return self.predict(inputs), None
 
     def predict_in_task(self, inputs: Sequence, task: int, classes: list[int]) -> torch.Tensor:
