@@ -237,7 +237,8 @@ def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
     learner.hits[0, 0, 0] = 1  # temperature 2^-6
     x = [t for task in stream for t in task.test.inputs]
     _, task_scores = learner.predict_routed(x)
-    assert torch.isfinite(task_scores).all() and (task_scores[:, 0] != task_scores[:, 1]).all()
+    assert torch.isfinite(task_scores).all() and (task_scores <= 0).all()  # log-probabilities, not probabilities
+    assert torch.allclose(task_scores.exp().sum(1), torch.ones(len(x)), atol=1e-5)
 
 
 def test_models_saved_before_the_class_model_are_refused(enc, saved):
