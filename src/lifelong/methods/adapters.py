@@ -8,12 +8,11 @@ once. At inference its class posteriors pick the top-k tasks, those tasks' adapt
 of the frozen lower blocks, and global posteriors and adapted heads are mixed (routing.py).
 
 The class model reads the frozen pass's pooled final feature and the mean of the hidden state entering the first
-adapted block, which the pass computes anyway: on CLINC150's random split the pair put the true task first for
-95.0% of test queries, the final feature alone for 94.0% (BENCHMARKS.md, issue 11). What the mixture needs (the
-shrinkage, the posterior temperature, how much the adapted heads count within a task) is chosen on held-out data of each task as
-it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
-counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark.
-"""
+adapted block, which the pass computes anyway: on CLINC150's random split the pair put the true task first for 95.0%
+of test queries, the final feature alone for 94.0% (BENCHMARKS.md, issue 11). What the mixture needs (the shrinkage,
+the posterior temperature, how much the adapted heads count within a task) is chosen on held-out data of each task
+as it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
+counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark. """
 
 from __future__ import annotations
 

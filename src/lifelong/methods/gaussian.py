@@ -2,12 +2,13 @@
 analysis) on unit-normalised frozen features, kept without any example.
 
 Why this model: in class-incremental learning each class arrives in exactly one task, so a task contributes its
-classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i
-is the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class against every other, so it can tell
-apart related classes that arrived in different tasks, which a nearest-prototype router cannot do as well (it
-ignores how features vary within classes). On frozen features it was measured against ridge on random ReLU
-features (RanPAC's head) and a nearest class mean (BENCHMARKS.md, issue 11): close to the first on text, better on
-WordNet and Split Fashion-MNIST, and its state is a d x d matrix instead of m x m for m random features.
+classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i is
+the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class
+against every other, so it can tell apart related classes that arrived in different tasks, which a nearest-prototype
+router cannot do as well (it ignores how features vary within classes). On frozen features it was measured against
+ridge on random ReLU features (RanPAC's head) and a nearest class mean (BENCHMARKS.md, issue 11): close to the first
+on text, better on WordNet and Split Fashion-MNIST, and its state is a d x d matrix instead of m x m for m random
+features.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
 never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 1000
