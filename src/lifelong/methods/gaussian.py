@@ -4,11 +4,11 @@ analysis) on unit-normalised frozen features, kept without any example.
 Why this model: in class-incremental learning each class arrives in exactly one task, so a task contributes its
 classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i is
 the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class
-against every other, so it can tell apart related classes that arrived in different tasks, which a nearest-prototype
-router cannot do as well (it ignores how features vary within classes). On frozen features it was measured against
-ridge on random ReLU features (RanPAC's head) and a nearest class mean (BENCHMARKS.md, issue 11): close to the first
-on text, better on WordNet and Split Fashion-MNIST, and its state is a d x d matrix instead of m x m for m random
-features.
+against every other, so it can tell apart related classes that arrived in different tasks better than a nearest-
+prototype router (which ignores how features vary within classes). Against ridge on 2,048 random ReLU features
+(RanPAC's head; BENCHMARKS.md, issue 11): on the final pooled feature alone it is 1 to 1.5 points below on CLINC150
+and WordNet and above on Split Fashion-MNIST; on the two frozen features `adapters` gives it, it matched ridge's
+routing on CLINC150's random split (95.0% against 95.1%), and its state is d x d (d <= 1000) instead of 2048 x 2048.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
 never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 1000
