@@ -6,7 +6,7 @@ classes' sums and counts and its own within-class scatter sum (x - mean)(x - mea
 the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class
 against every other, so it can tell apart related classes that arrived in different tasks better than a nearest-
 prototype router (which ignores how features vary within classes). Against ridge on 2,048 random ReLU features
-(RanPAC's head; BENCHMARKS.md, issue 11): on the final pooled feature alone it is 1 to 1.5 points below on CLINC150
+(RanPAC's head; BENCHMARKS.md, issue 11): on the final pooled feature alone it is 0.9 to 1.5 points below on CLINC150
 and WordNet and above on Split Fashion-MNIST; on the two frozen features `adapters` gives it, it matched ridge's
 routing on CLINC150's random split (95.0% against 95.1%), and its state is d x d (d <= 1000) instead of 2048 x 2048.
 
