@@ -34,7 +34,7 @@ def full_pooled(enc, texts):
 
 
 def top_pooled(enc, top, texts):
-    hidden, _ = enc.encode_split(texts, top.split)
+    hidden, _, _ = enc.encode_split(texts, top.split)
     from lifelong.methods.adapters import pad
 
     h, mask = pad(hidden)
@@ -109,10 +109,11 @@ def test_one_bit_lora_bytes_per_task(enc, stream):
     # 2 blocks x (query, value) x (A: 4x32, B: 32x4) at 1 bit = 4 x 256 bits, plus a mean and a scale per matrix
     assert b["adapter"] == 4 * (128 // 8 + 8 + 128 // 8 + 8)
     assert b["head"] == (2 * 32 + 2) * 2
-    # class model over [pooled, split] features (32 + 32 wide): int8 means, an fp32 scale and count per class
-    assert b["classes"] == 2 * (64 + 4 + 4)
+    # class model over the pooled feature and both layers' outputs (3 x 32 wide): int8 means, an fp32 scale and
+    # count per class
+    assert enc.model.config.num_hidden_layers == 2 and b["classes"] == 2 * (96 + 4 + 4)
     # shared: the covariance's upper triangle in fp16, its degrees of freedom, the held-out hit counts
-    assert b["shared"] == 64 * 65 // 2 * 2 + 4 + learner.hits.numel() * 4
+    assert b["shared"] == 96 * 97 // 2 * 2 + 4 + learner.hits.numel() * 4
 
 
 @pytest.fixture
@@ -184,17 +185,19 @@ def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):
     assert torch.equal(again.predict(x), learner.predict(x))
 
 
-def test_class_model_reads_pooled_and_split_features(enc, stream):
+def test_class_model_reads_every_layer(enc, stream):
     from lifelong.methods.adapters import class_features
     from lifelong.methods.gaussian import dequantize_rows, quantize_rows
 
     learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config, {"epochs": 1}))
     task = stream.tasks[0]
     learner.learn(task)
-    hidden, pooled = learner.cache(task.train.inputs)
-    x = learner.classes.transform(class_features(hidden, pooled))
+    _, pooled, levels = enc.encode_split(task.train.inputs, learner.top.split)
+    layers = enc.model.config.num_hidden_layers
+    assert enc.level_dims == [enc.dim] * layers and torch.allclose(levels[:, -enc.dim:], pooled, atol=1e-5)
+    x = learner.classes.transform(class_features(pooled, levels, enc.level_dims))
     means = torch.stack([x[task.train.labels == c].mean(0) for c in task.classes])
-    assert learner.classes.dim == 64 and torch.equal(learner.classes.means, dequantize_rows(*quantize_rows(means)))
+    assert learner.classes.dim == enc.dim * (1 + layers) and torch.equal(learner.classes.means, dequantize_rows(*quantize_rows(means)))
     assert learner.task_of_class.tolist() == [0, 0]
 
 

@@ -206,8 +206,8 @@ def test_load_backbone_picks_images_by_name(tiny_vit, vit):
     assert vit.modality == "image" and vit.dim == 32 and vit.resolution == 32
     assert load_backbone("vit:" + tiny_vit).weights_hash() == vit.weights_hash()
     bigger = load_backbone(tiny_vit + "@48")  # position embeddings interpolated to 6 x 6 patches
-    hidden, pooled = bigger.encode_split(torch.zeros(2, 10, 10, dtype=torch.uint8), 1)
-    assert hidden[0].shape == (37, 32) and pooled.shape == (2, 32) and bigger.weights_hash() != vit.weights_hash()
+    hidden, pooled, levels = bigger.encode_split(torch.zeros(2, 10, 10, dtype=torch.uint8), 1)
+    assert hidden[0].shape == (37, 32) and pooled.shape == (2, 32) and levels.shape == (2, 64) and bigger.weights_hash() != vit.weights_hash()
     with pytest.raises(LifelongError, match="timm backbones are not supported: timm imports torchvision"):
         load_backbone("timm:vit_tiny_patch16_224")
 
@@ -225,8 +225,9 @@ def test_vit_encode_shapes_and_input_kinds(vit, tmp_path):
     assert torch.allclose(vit.encode(paths), f, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(vit(grey), f, atol=1e-5)
-    hidden, pooled = vit.encode_split(grey, 1)
+    hidden, pooled, levels = vit.encode_split(grey, 1)
     assert hidden[0].shape == (17, 32) and torch.allclose(pooled, f, atol=1e-6)  # 16 patches + [CLS]
+    assert vit.level_dims == [32, 32] and levels.shape == (3, 64)  # both blocks' outputs, token-averaged
     with pytest.raises(LifelongError, match="expected H x W or H x W x C"):
         vit.encode([np.zeros((4, 4, 2), np.uint8)])
 
@@ -237,8 +238,13 @@ def test_efficientnet_lite0_features(effnet):
     f = effnet.encode(images)
     assert f.shape == (2, 1280) and (f >= 0).all()  # ReLU6 before the average pool
     assert torch.allclose(effnet.encode(images[1:]), f[1:], atol=1e-5)  # a feature depends on its image only
-    hidden, pooled = effnet.encode_split(images[:1], 14)
+    hidden, pooled, levels = effnet.encode_split(images[:1], 14)
     assert hidden[0].shape == (192, 1, 1) and torch.allclose(pooled, f[:1], atol=1e-5)  # stride 32
+    # every block's output channels averaged over positions: 16 + 24 * 2 + 40 * 2 + 80 * 3 + 112 * 3 + 192 * 4 + 320
+    assert levels.shape == (1, 1808) and effnet.level_dims[-2:] == [192, 320]
+    with torch.no_grad():
+        last = effnet.model.blocks[15](effnet.model.blocks[14](hidden[0][None]))
+    assert torch.allclose(levels[0, -320:], last.mean((2, 3))[0], atol=1e-5)
     assert load_backbone("efficientnet-lite0@64").weights_hash() != effnet.weights_hash()
 
 
@@ -261,7 +267,7 @@ def test_injection_leaves_frozen_path_exact(request, which, kind, sites):
     x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     top = AdaptedTop(enc.model, AdapterConfig(kind=kind, rank=4, blocks=1))
     assert sorted(top.sites) == sites
-    hidden, pooled = enc.encode_split(x, top.split)
+    hidden, pooled, _ = enc.encode_split(x, top.split)
     with torch.no_grad():
         top.set_active(None)
         assert torch.allclose(top(torch.stack(hidden)), pooled, atol=1e-5)
@@ -299,18 +305,19 @@ def test_adapters_learner_on_images_save_load_identical(request, image_stream, t
     assert torch.equal(again.predict(x), before)
 
 
-def test_adapters_on_images_class_model_reads_pooled_and_split_features(effnet, image_stream):
-    from lifelong.methods.adapters import class_features, split_pooled
+def test_adapters_on_images_class_model_reads_every_block(effnet, image_stream):
+    from lifelong.methods.adapters import class_features
 
     cfg = methods.config_from_dict(methods.get("adapters").Config, {"rank": 2, "epochs": 1, "blocks": 1})
     learner = methods.get("adapters")(effnet, cfg)
     task = image_stream.tasks[0]
     learner.learn(task)
-    hidden, pooled = learner.cache(task.train.inputs)  # [192, 1, 1] feature maps entering block 15
-    assert learner.split_dim() == split_pooled(hidden).shape[1] == 192
-    # 1280 pooled + 192 split = 1472 wide, randomly projected to the 1000 that keep the shared covariance under 1 MB
-    assert learner.classes.dim == 1000 and learner.classes.projection.shape == (1472, 1000)
-    assert class_features(hidden, pooled).shape == (len(hidden), 1472)
+    _, pooled, levels = effnet.encode_split(task.train.inputs, learner.top.split)
+    # 1280 pooled + 1808 block outputs = 3088 wide, randomly projected to the 960 that keep the covariance < 1 MB
+    assert learner.classes.dim == 960 and learner.classes.projection.shape == (3088, 960)
+    feats = class_features(pooled, levels, effnet.level_dims)
+    assert feats.shape == (len(pooled), 3088) and torch.allclose(learner.cache.class_input(task.train.inputs), feats)
+    assert torch.allclose(feats.norm(dim=1), torch.full((len(pooled),), 17 ** 0.5))  # 17 parts, each unit-normalised
     x = task.test.inputs  # the out-of-scope confidence measures distance in the class model's feature
     assert learner.confidence(x, learner.predict(x)).shape == (len(x),)
 

@@ -245,9 +245,7 @@ def test_adapters_confidence_discounts_queries_far_from_every_class(model, tmp_p
     texts = [t for c in GROUPS[0] for t in TASKS[c]] + ["zzzz qqqq xxxx", "the mitochondria is the powerhouse"]
     scores = learner.predict(texts)
     conf = learner.confidence(texts, scores)
-    from lifelong.methods.adapters import class_features
-
-    x = learner.classes.transform(class_features(*learner.cache(texts)))  # the class model's feature
+    x = learner.classes.transform(learner.cache.class_input(texts))  # the class model's feature
     nearest = x @ torch.nn.functional.normalize(learner.classes.means, dim=-1).T
     assert torch.allclose(conf, scores.max(-1).values * nearest.max(-1).values.float().clamp(min=0), atol=1e-5)
     assert (conf <= scores.max(-1).values + 1e-6).all()

@@ -152,26 +152,36 @@ class ImageEncoder(nn.Module):
         self.model.train(was_training)
         return out
 
+    @property
+    def level_dims(self) -> list[int]:
+        """Widths of the block outputs `encode_split` pools (channels on a CNN)."""
+        return list(self.model.config.block_dims)
+
     @torch.inference_mode()
-    def encode_split(self, images, split: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def encode_split(self, images, split: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """One frozen pass giving, per image, the hidden state entering block `split` (ViT: tokens [t, d];
-        CNN: feature map [C, H, W]) and the pooled final feature."""
+        CNN: feature map [C, H, W]), the pooled final feature, and every block's output mean-pooled (over tokens
+        or positions) and concatenated [n, sum(level_dims)]."""
         self.model.eval()
         images = _rows(images)
         hidden: list[torch.Tensor] = [None] * len(images)
         pooled = torch.empty(len(images), self.dim)
+        levels = torch.empty(len(images), sum(self.level_dims))
         for idx, pixels in self._groups(images):
             h = self._stem(pixels)
+            means = []
             for b, block in enumerate(self.model.blocks):
                 if b == split:
                     for row, i in enumerate(idx):
                         hidden[i] = h[row].float().clone()
                 h = block(h)
+                means.append(h.flatten(2).mean(2) if h.ndim == 4 else h.mean(1))
             if split >= len(self.model.blocks):
                 for row, i in enumerate(idx):
                     hidden[i] = h[row].float().clone()
             pooled[idx] = self.model.tail(h).float()
-        return hidden, pooled
+            levels[idx] = torch.cat(means, dim=1).float()
+        return hidden, pooled, levels
 
     def weights_hash(self) -> str:
         """SHA-256 over parameter names and values and the preprocessing: what a stored model depends on."""

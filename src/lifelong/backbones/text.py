@@ -93,20 +93,28 @@ class TextEncoder(nn.Module):
         self.model.train(was_training)
         return out
 
+    @property
+    def level_dims(self) -> list[int]:
+        """Widths of the block outputs `encode_split` pools (one per transformer layer)."""
+        return [self.dim] * self.model.config.num_hidden_layers
+
     @torch.inference_mode()
-    def encode_split(self, texts: Sequence[str], split: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """One frozen pass giving, per text, the hidden states entering block `split` (trimmed to its tokens)
-        and the pooled final feature: the first feeds adapted top blocks, the second routes to tasks."""
+    def encode_split(self, texts: Sequence[str], split: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One frozen pass giving, per text, the hidden states entering block `split` (trimmed to its tokens),
+        the pooled final feature, and every block's output mean-pooled and concatenated [n, sum(level_dims)]: the
+        first feeds adapted top blocks, the others describe the input to a class model at every depth."""
         self.model.eval()
         hidden: list[torch.Tensor] = [None] * len(texts)
         pooled = torch.empty(len(texts), self.dim)
+        levels = torch.empty(len(texts), sum(self.level_dims))
         for idx, batch in self._length_sorted_batches(texts):
             out = self.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"]
             pooled[idx] = mean_pool(out.last_hidden_state, mask).float()
+            levels[idx] = torch.cat([mean_pool(h, mask).float() for h in out.hidden_states[1:]], dim=1)
             for row, i in enumerate(idx):
                 hidden[i] = out.hidden_states[split][row, : int(mask[row].sum())].float().clone()
-        return hidden, pooled
+        return hidden, pooled, levels
 
     def weights_hash(self) -> str:
         """SHA-256 over parameter names and values: identifies the exact weights a stored model depends on."""

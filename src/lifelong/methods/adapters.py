@@ -68,22 +68,20 @@ def parse_targets(targets: str) -> list[str]:
 @dataclass
 class AdaptersConfig(AdapterTrainConfig):
     top_k: int = 2  # tasks whose adapters run per query
-    max_dim: int = 1000  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
+    max_dim: int = 960  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see refit)
 
 
-FORMAT = 2  # learner.json format: 2 = class model + mixture (models saved before routed by prototypes)
+FORMAT = 3  # learner.json format: 3 = class model over every block's pooled output (2: over the top two; 1: prototypes)
 
 
-def split_pooled(hidden: list[torch.Tensor]) -> torch.Tensor:
-    """[n, d]: each cached hidden state mean-pooled, over its tokens ([t, d]) or its feature map ([C, H, W])."""
-    return torch.stack([h.mean(0) if h.ndim == 2 else h.flatten(1).mean(1) for h in hidden])
-
-
-def class_features(hidden: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
-    """The class model's input: the pooled final feature and the pooled hidden state entering the adapted blocks,
-    each unit-normalised so that neither dominates by scale."""
-    return torch.cat([F.normalize(pooled, dim=-1), F.normalize(split_pooled(hidden), dim=-1)], dim=1)
+def class_features(pooled: torch.Tensor, levels: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """The class model's input: the pooled final feature and every block's pooled output (`encode_split`), each
+    unit-normalised so that none dominates by scale. Depth matters when tasks share a domain: on CLINC150's
+    random split a shared covariance over all six MiniLM layers routes better than over the top one or two
+    (BENCHMARKS.md, issue 11)."""
+    parts = [pooled, *torch.split(levels, dims, dim=1)]
+    return torch.cat([F.normalize(p, dim=-1) for p in parts], dim=1)
 
 
 def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,41 +91,50 @@ def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SplitCache:
-    """The frozen pass, once per input: hidden states entering the first adapted block, and the pooled feature.
-    Texts (and image paths) are their own keys; image arrays are keyed by a digest of their bytes."""
+    """The frozen pass, once per input: hidden states entering the first adapted block, the pooled feature and
+    the pooled block outputs. Texts (and image paths) are their own keys; image arrays are keyed by a digest of
+    their bytes."""
 
     def __init__(self, backbone, split: int):
         self.backbone, self.split = backbone, split
         self.hidden: dict[str, torch.Tensor] = {}
         self.pooled: dict[str, torch.Tensor] = {}
+        self.levels: dict[str, torch.Tensor] = {}
 
-    def __call__(self, texts) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if isinstance(texts, torch.Tensor) or (len(texts) and not isinstance(texts[0], str)):
-            return self._by_content(texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in self.hidden]
-        if missing:
-            hidden, pooled = self.backbone.encode_split(missing, self.split)
-            self.hidden.update(zip(missing, hidden))
-            self.pooled.update(zip(missing, pooled))
-        return [self.hidden[t] for t in texts], torch.stack([self.pooled[t] for t in texts])
+    def __call__(self, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+        keys = self._fill(inputs)
+        return [self.hidden[k] for k in keys], torch.stack([self.pooled[k] for k in keys])
 
-    def _by_content(self, images) -> tuple[list[torch.Tensor], torch.Tensor]:
-        from ..backbones.cache import _key
+    def class_input(self, inputs) -> torch.Tensor:
+        """`class_features` of the inputs."""
+        keys = self._fill(inputs)
+        return class_features(torch.stack([self.pooled[k] for k in keys]),
+                              torch.stack([self.levels[k] for k in keys]), self.backbone.level_dims)
 
-        keys = [_key(torch.as_tensor(x)) for x in images]
+    def _fill(self, inputs) -> list[str]:
+        """The inputs' keys, after one frozen pass over those not cached yet."""
+        if isinstance(inputs, torch.Tensor) or (len(inputs) and not isinstance(inputs[0], str)):
+            from ..backbones.cache import _key
+
+            keys = [_key(torch.as_tensor(x)) for x in inputs]
+        else:
+            keys = list(inputs)
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
         missing = [k for k in first if k not in self.hidden]
         if missing:
-            hidden, pooled = self.backbone.encode_split([images[first[k]] for k in missing], self.split)
+            batch = [inputs[first[k]] for k in missing]
+            hidden, pooled, levels = self.backbone.encode_split(batch, self.split)
             self.hidden.update(zip(missing, hidden))
             self.pooled.update(zip(missing, pooled))
-        return [self.hidden[k] for k in keys], torch.stack([self.pooled[k] for k in keys])
+            self.levels.update(zip(missing, levels))
+        return keys
 
     def clear(self) -> None:
         self.hidden.clear()
         self.pooled.clear()
+        self.levels.clear()
 
 
 def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> torch.Tensor:
@@ -213,7 +220,8 @@ class Adapters(Learner):
         super().__init__(backbone, config, features)
         self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
-        self.classes = GaussianClassModel(backbone.dim + self.split_dim(), self.config.max_dim, self.config.seed)
+        self.classes = GaussianClassModel(backbone.dim + sum(backbone.level_dims), self.config.max_dim,
+                                          self.config.seed)
         self.packed: list[dict[str, torch.Tensor]] = []
         self.heads: list[nn.Linear] = []
         self.offsets: list[int] = []  # first global class id of each task (a task's classes are contiguous)
@@ -221,12 +229,6 @@ class Adapters(Learner):
         # held-out hits per (shrinkage, temperature, mixture), summed over tasks: what the mixture settings are
         # chosen by (see routing.py)
         self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS), dtype=torch.float64)
-
-    def split_dim(self) -> int:
-        """Width of the hidden state entering the first adapted block (channels, on a CNN)."""
-        if self.top.image and getattr(self.top.model_config, "bottleneck", None) == "block":
-            return next(m for m in self.top.blocks[0].modules() if isinstance(m, nn.Conv2d)).in_channels
-        return self.top.model_config.hidden_size
 
     @property
     def mixture(self) -> tuple[float, float, float]:
@@ -242,13 +244,13 @@ class Adapters(Learner):
         offset = new_class_offset(self, task)
         train, held = held_out(task)
         task = dataclasses.replace(task, train=train)
-        hidden, pooled = self.cache(train.inputs)
+        hidden, _ = self.cache(train.inputs)
         packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
         if self.config.refit_head:
             self.top.set_active(len(self.heads))  # the adapter just banked, quantised as at inference
             head = refit(top_features(self.top, hidden), train.labels - offset, len(task.classes),
                          self.config, self.config.seed + task.index)
-        stats = self.classes.task_statistics(class_features(hidden, pooled), train.labels, task.classes)
+        stats = self.classes.task_statistics(self.cache.class_input(train.inputs), train.labels, task.classes)
         self._add_task(packed, {"weight": head.weight.detach(), "bias": head.bias.detach()}, offset)
         self.classes.add(*stats)
         self._count_hits(held)
@@ -272,8 +274,8 @@ class Adapters(Learner):
         """Score the task's held-out examples under every candidate setting, against every class seen so far."""
         if len(held) == 0:
             return
-        hidden, pooled = self.cache(held.inputs)
-        feats = class_features(hidden, pooled)
+        hidden, _ = self.cache(held.inputs)
+        feats = self.cache.class_input(held.inputs)
         logits = self._head_logits(hidden, torch.ones(len(hidden), len(self.heads), dtype=torch.bool))
         for s, shrink in enumerate(SHRINKAGES):
             raw = self.classes.logits(feats, shrink)
@@ -308,9 +310,9 @@ class Adapters(Learner):
         """Class probabilities over all seen classes (zero outside the routed tasks), and each task's log-posterior
         under the class model [n, T] (for routing accuracy; in log space, where a sharp temperature cannot
         flatten the runners-up to a tie at zero)."""
-        hidden, pooled = self.cache(list(inputs))
+        hidden, _ = self.cache(list(inputs))
         shrink, temperature, beta = self.mixture
-        log_post, task_post, routed = self._route(self.classes.logits(class_features(hidden, pooled), shrink),
+        log_post, task_post, routed = self._route(self.classes.logits(self.cache.class_input(list(inputs)), shrink),
                                                   temperature)
         logits = self._head_logits(hidden, routed)
         scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
@@ -328,8 +330,8 @@ class Adapters(Learner):
         """Mixture probability of the best class times the frozen feature's cosine to the nearest class mean: a
         query far from every class learned is doubted even when some head is sure of it. Chosen on CLINC150's
         val split and out-of-scope val queries (BENCHMARKS.md); no setting to tune."""
-        hidden, pooled = self.cache(list(inputs))
-        return scores.max(-1).values * self.classes.nearest_cosine(class_features(hidden, pooled)).float().clamp(min=0)
+        cosine = self.classes.nearest_cosine(self.cache.class_input(list(inputs))).float().clamp(min=0)
+        return scores.max(-1).values * cosine
 
     # -- what is stored -------------------------------------------------------------------------------------
     def task_state(self, t: int) -> dict[str, torch.Tensor]:
@@ -390,8 +392,8 @@ class Adapters(Learner):
         if meta.get("method") != cls.name:
             raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
         if meta.get("format") != FORMAT:
-            raise LifelongError(f"{path}: saved by an earlier lifelong (adapters routed by prototypes, format "
-                                f"{meta.get('format', 1)}); learn it again with this version")
+            raise LifelongError(f"{path}: saved by an earlier lifelong (adapters format {meta.get('format', 1)}, "
+                                f"this version reads {FORMAT}); learn it again with this version")
         if meta.get("backbone_sha256") != backbone.weights_hash():
             raise LifelongError(f"{path / 'learner.json'}: adapters were trained on other backbone weights "
                                 f"({meta.get('backbone')!r}) than {backbone.name!r}")

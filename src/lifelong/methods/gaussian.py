@@ -8,11 +8,11 @@ against every other, so it can tell apart related classes that arrived in differ
 prototype router (which ignores how features vary within classes). Against ridge on 2,048 random ReLU features
 (RanPAC's head; BENCHMARKS.md, issue 11): on the final pooled feature alone it is 0.9 to 1.5 points below on CLINC150
 and WordNet and above on Split Fashion-MNIST; on the two frozen features `adapters` gives it, it matched ridge's
-routing on CLINC150's random split (95.0% against 95.1%), and its state is d x d (d <= 1000) instead of 2048 x 2048.
+routing on CLINC150's random split (95.0% against 95.1%), and its state is d x d (d <= 960) instead of 2048 x 2048.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
-never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 1000
-keeps it at 1,001,000 bytes (upper triangle, fp16; fp16 covariance and int8 means measured no accuracy change on
+never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 960
+keeps it at 922,560 bytes (upper triangle, fp16; fp16 covariance and int8 means measured no accuracy change on
 CLINC150). The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data
 (see `SHRINKAGES`).
 """
@@ -41,12 +41,12 @@ class GaussianClassModel:
     """In memory, the state is held as stored (means int8 per row, the covariance fp16), so a saved model
     predicts exactly what the trained one did; the additive update runs in float64 on those values."""
 
-    def __init__(self, in_dim: int, max_dim: int = 1000, seed: int = 0):
+    def __init__(self, in_dim: int, max_dim: int = 960, seed: int = 0):
         self.dim = min(in_dim, max_dim) if max_dim else in_dim
         self.projection = None
         if self.dim < in_dim:
             g = torch.Generator().manual_seed(seed)
-            self.projection = torch.randn(in_dim, self.dim, generator=g, dtype=torch.float64) / self.dim ** 0.5
+            self.projection = torch.randn(in_dim, self.dim, generator=g) / self.dim ** 0.5  # fp32: wide inputs
         self.means = torch.zeros(0, self.dim, dtype=torch.float64)
         self.counts = torch.zeros(0, dtype=torch.float64)
         self.covariance = torch.zeros(self.dim, self.dim, dtype=torch.float64)  # within-class, pooled
@@ -60,10 +60,8 @@ class GaussianClassModel:
 
     def transform(self, feats: torch.Tensor) -> torch.Tensor:
         """The model's feature: projected (if wider than max_dim), then unit-normalised."""
-        x = feats.double()
-        if self.projection is not None:
-            x = x @ self.projection
-        return F.normalize(x, dim=-1)
+        x = feats.float() @ self.projection if self.projection is not None else feats
+        return F.normalize(x.double(), dim=-1)
 
     def task_statistics(self, feats: torch.Tensor, labels: torch.Tensor, classes: list[int]):
         """(means [k, dim], counts [k], within-class scatter sum [dim, dim]) of one task's new classes."""

@@ -20,7 +20,7 @@ from .gaussian import SHRINKAGES, GaussianClassModel
 
 @dataclass
 class LDAConfig:
-    max_dim: int = 1000  # wider features are randomly projected to this width first (bounds the shared covariance)
+    max_dim: int = 960  # wider features are randomly projected to this width first (bounds the shared covariance)
     seed: int = 0
 
 
