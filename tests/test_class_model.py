@@ -101,7 +101,7 @@ def test_projection_only_when_wider_than_max_dim_and_seeded():
     assert torch.equal(a.projection, b.projection)
     assert not torch.equal(a.projection, GaussianClassModel(40, max_dim=16, seed=4).projection)
     x = torch.randn(5, 40)
-    assert torch.equal(a.transform(x), F.normalize(x.double() @ a.projection, dim=-1))
+    assert torch.equal(a.transform(x), F.normalize((x @ a.projection).double(), dim=-1))
     assert a.transform(x).shape == (5, 16)
     assert torch.equal(GaussianClassModel(16, max_dim=16).transform(x[:, :16]), F.normalize(x[:, :16].double(), dim=-1))
 

@@ -167,7 +167,8 @@ def main() -> None:
     try:
         app()
     except LifelongError as e:
-        typer.echo(f"error: {e}", err=True)
+        # escaped: a message quoting a bad value must still print, whatever the value or the terminal
+        typer.echo(f"error: {e}".encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted; no results written", err=True)

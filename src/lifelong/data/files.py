@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from ..errors import LifelongError
+from .rows import check_label, check_text, show
 from .task import LabelledData, check_splits
 
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -142,7 +143,8 @@ def hold_out(rows, fraction, seed):
 
 
 def _missing(path, line, row, field):
-    has = ", ".join(k for k, v in row.items() if k is not None and v is not None and str(v).strip() != "")
+    has = ", ".join(show(k)[1:-1] for k, v in row.items()
+                    if k is not None and v is not None and not (isinstance(v, str) and not v.strip()))
     what = f"(row has: {has})" if has else "(row is empty)"
     return LifelongError(f"{path}:{line}: missing field {field!r} {what}")
 
@@ -159,29 +161,23 @@ def read_rows(path, text_field, label_field, split_field, task_field=None, need_
                 raise _missing(path, line, row, field)
             values.append(row[field])
         text, label = values
-        if not isinstance(text, str):
-            raise LifelongError(f"{path}:{line}: field {text_field!r} must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise LifelongError(f"{path}:{line}: empty text in field {text_field!r}")
-        if isinstance(label, (dict, list)):
-            raise LifelongError(f"{path}:{line}: label must be a string or number, got {type(label).__name__}")
-        label = str(label).strip()
-        if not label:
-            raise LifelongError(f"{path}:{line}: empty label in field {label_field!r}")
+        where = f"{path}:{line}"
+        text = check_text(text, where, text_field)
+        label = check_label(label, where, label_field)
         split = row.get(split_field) if split_field else None
-        if split is not None and str(split).strip() != "":
-            key = str(split).strip().lower()
+        if split is not None and not (isinstance(split, str) and not split.strip()):
+            key = split.strip().lower() if isinstance(split, str) else None
             if key not in SPLITS:
                 raise LifelongError(
-                    f"{path}:{line}: unknown {split_field} {split!r} (expected train, val, validation or test)"
+                    f"{path}:{line}: unknown {split_field} {show(split)} (expected train, val, validation or test)"
                 )
             split = SPLITS[key]
         else:
             split = None
         task = row.get(task_field) if task_field else None
-        if isinstance(task, (dict, list)):
-            raise LifelongError(f"{path}:{line}: {task_field} must be a string or number, got {type(task).__name__}")
-        task = None if task is None or str(task).strip() == "" else str(task).strip()
+        if isinstance(task, str) and not task.strip():
+            task = None
+        task = None if task is None else check_label(task, f"{path}:{line}", task_field)
         if task is None and task_field and need_task:
             raise _missing(path, line, row, task_field)
         out.append((line, text, label, split, task))
@@ -198,7 +194,10 @@ def records(path, *required):
     kind = FORMATS.get(p.suffix.lower())
     if kind is None:
         raise LifelongError(f"{path}: unknown extension {p.suffix!r} (expected .jsonl, .json or .csv)")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise LifelongError(f"{path}: cannot read ({e.strerror})") from None
     if kind == "jsonl":
         return list(_jsonl_rows(path, data))
     return list(_csv_rows(path, data, required))
@@ -213,12 +212,36 @@ def _jsonl_rows(path, data: bytes):
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
-            raise LifelongError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})")
+            raise LifelongError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except _Refused as e:
+            raise LifelongError(f"{path}:{line}: {e}") from None
+        except ValueError:  # an integer of thousands of digits
+            raise LifelongError(f"{path}:{line}: a number too long to read") from None
+        except RecursionError:
+            raise LifelongError(f"{path}:{line}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise LifelongError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
         yield line, row
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _no_duplicates(pairs):
+    """JSON objects keep the last of two equal keys; a row with two labels is a mistake, not a choice."""
+    row = {}
+    for k, v in pairs:
+        if k in row:
+            raise _Refused(f"field {show(k)} appears twice")
+        row[k] = v
+    return row
+
+
+def _no_constant(name):
+    raise _Refused(f"{name} is not a JSON value")
 
 
 def _csv_rows(path, data: bytes, required):
@@ -227,11 +250,16 @@ def _csv_rows(path, data: bytes, required):
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise LifelongError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         columns = reader.fieldnames
         if not columns:
+            if text.strip():
+                raise LifelongError(f"{path}:1: blank line before the header (the first line must name the columns)")
             return
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise LifelongError(f"{path}:1: header has column {show(repeated[0])} more than once")
         for field in required:
             if field not in columns:
                 raise LifelongError(
@@ -240,4 +268,5 @@ def _csv_rows(path, data: bytes, required):
         for row in reader:
             yield reader.line_num, row
     except csv.Error as e:
-        raise LifelongError(f"{path}:{reader.line_num}: invalid CSV ({e})")
+        why = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+        raise LifelongError(f"{path}:{reader.line_num}: invalid CSV ({why})") from None

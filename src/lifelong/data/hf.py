@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import LifelongError
+from .rows import check_label, check_text
 from .task import LabelledData, check_splits
 
 SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
@@ -45,8 +46,8 @@ def _pairs(d, split, text_field, label_field, name):
     names = getattr(feature, "names", None)  # a ClassLabel stores ids; users think in names
     pairs = []
     for i, (text, label) in enumerate(zip(d[text_field], d[label_field])):
-        if not isinstance(text, str) or not text.strip():
-            raise LifelongError(f"{name}: split {split!r} row {i}: empty or non-string text {text!r}")
+        where = f"{name}: split {split!r} row {i}"
+        text = check_text(text, where, text_field)
         if names is not None:
             if not isinstance(label, int) or not 0 <= label < len(names):
                 # e.g. GLUE test splits, which carry -1 because their labels are hidden
@@ -54,7 +55,5 @@ def _pairs(d, split, text_field, label_field, name):
                     f"{name}: split {split!r} row {i}: label {label!r} is not a class id (0..{len(names) - 1})"
                 )
             label = names[label]
-        elif label is None or not str(label).strip():
-            raise LifelongError(f"{name}: split {split!r} row {i}: empty label")
-        pairs.append((text, str(label)))
+        pairs.append((text, check_label(label, where, label_field)))
     return pairs

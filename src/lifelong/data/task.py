@@ -143,12 +143,12 @@ def class_incremental(
     seen: set[str] = set()
     for g in groups:
         if not g:
-            raise LifelongError(f"{data.name}: empty class group")
+            raise LifelongError(f"{data.source or data.name}: empty class group")
         for c in g:
             if c not in known:
-                raise LifelongError(f"{data.name}: class {c!r} has no training examples")
+                raise LifelongError(f"{data.source or data.name}: class {c!r} has no training examples")
             if c in seen:
-                raise LifelongError(f"{data.name}: class {c!r} appears in two tasks")
+                raise LifelongError(f"{data.source or data.name}: class {c!r} appears in two tasks")
             seen.add(c)
     ordered = [c for g in groups for c in g]
     class_id = {c: i for i, c in enumerate(ordered)}
@@ -161,7 +161,7 @@ def class_incremental(
         val = _examples(data.val, class_id, keep, stack) if data.val else None
         name = task_names[i] if task_names else f"task{i}"
         if len(test) == 0:
-            raise LifelongError(f"{data.name}: task {name!r} has no test examples")
+            raise LifelongError(f"{data.source or data.name}: task {name!r} has no test examples")
         tasks.append(Task(i, [class_id[c] for c in g], train, val, test, name))
     return Stream(data.name, tasks, ordered)
 

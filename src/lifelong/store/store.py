@@ -27,16 +27,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .. import methods, oos
 from ..data.task import Examples, Task
 from ..errors import LifelongError
 from ..evaluation import accuracy, best_scores
+from ..data.rows import check_rows
+from ..io import fsync_dir as _fsync_dir
 from ..io import write_json
+from . import schema
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+MODE, DIR_MODE = 0o600, 0o700  # every file and folder of a model: its owner's, like the weights
+WRITE_ERRORS = (OSError, SafetensorError)
 
 
 class StoreBusy(LifelongError):
@@ -81,8 +87,11 @@ class ModelStore:
             "versions": [{"version": 0, "created": _now(), "parent": None, "tasks": [], "threshold": None,
                           "metrics": None, "files": {}, "bytes": 0, "new_bytes": 0}],
         }
-        (store.path / "versions").mkdir(parents=True, exist_ok=True)
-        write_json(store.manifest_path, manifest)
+        try:
+            (store.path / "versions").mkdir(parents=True, exist_ok=True)
+            write_json(store.manifest_path, manifest, MODE)
+        except OSError as e:
+            raise LifelongError(f"{store.path}: cannot create the model ({e.strerror})") from None
         return store
 
     @classmethod
@@ -131,10 +140,11 @@ class ModelStore:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise LifelongError(f"{self.path}: not a model (no manifest.json; create one with `lifelong init`)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LifelongError(f"{self.manifest_path}: cannot read ({e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise LifelongError(f"{self.manifest_path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "versions" not in manifest:
             raise LifelongError(f"{self.manifest_path}: not a lifelong model manifest (format {FORMAT})")
+        schema.check(schema.Manifest, manifest, self.manifest_path)
         return manifest
 
     def entry(self, version: int | None = None, manifest: dict | None = None) -> dict:
@@ -172,26 +182,51 @@ class ModelStore:
         if entry["version"] == 0:
             learner = learner_cls(encoder, methods.config_from_dict(learner_cls.Config, manifest["settings"]))
         else:
-            folder = self.version_dir(entry["version"]) / "learner"
-            for name, digest in entry["files"].items():
-                file = folder / name
-                try:
-                    ok = _sha256(file) == digest
-                except OSError as e:
-                    raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
-                if not ok:
-                    raise LifelongError(f"{file}: checksum mismatch (truncated or modified); "
-                                        f"older versions may still load (`lifelong rollback`)")
-            learner = learner_cls.load(folder, encoder)
+            folder = self.check_files(entry)
+            try:
+                learner = learner_cls.load(folder, encoder)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+                # every file passed its checksum and its schema, so this is a file whose contents were made to
+                # fit both: still one line, not a traceback
+                raise LifelongError(f"{folder}: unexpected contents ({type(e).__name__}: {e})") from None
         classes = [c for t in entry["tasks"] for c in t["classes"]]
         return Model(learner, classes, entry["threshold"], entry["version"])
+
+    def check_files(self, entry: dict) -> Path:
+        """A published version's files against the manifest's SHA-256, then version.json, learner.json and every
+        tensor header against their schemas; returns its learner folder. A file shared by hard links with other
+        versions is named as such: damaging it damages them all."""
+        folder = self.version_dir(entry["version"]) / "learner"
+        for name, digest in entry["files"].items():
+            file = folder / name
+            try:
+                ok = _sha256(file) == digest
+                links = file.stat().st_nlink
+            except OSError as e:
+                raise LifelongError(f"{file}: cannot read ({e.strerror})") from None
+            if not ok:
+                shared = f"; the file is shared with {links - 1} other version(s), which are damaged too" if links > 1 else ""
+                raise LifelongError(f"{file}: checksum mismatch (truncated or modified){shared}; "
+                                    f"older versions may still load (`lifelong rollback`)")
+        version_file = folder.parent / "version.json"
+        if schema.read_json(schema.VersionEntry, version_file)["version"] != entry["version"]:
+            raise LifelongError(f"{version_file}: field version: not {entry['version']}")
+        if "learner.json" in entry["files"]:
+            schema.read_json(schema.LearnerMeta, folder / "learner.json")
+        for name in entry["files"]:
+            if name.endswith(".safetensors"):
+                schema.check_safetensors(folder / name)
+        return folder
 
     # -- writing -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, wait: float = 0.0):
         """Exclusive writer lock; waits up to `wait` seconds for another writer, then fails with one line."""
         self.manifest()  # a clear error if this is not a model
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, MODE)
+        except OSError as e:
+            raise LifelongError(f"{self.path / 'lock'}: cannot open the writer lock ({e.strerror})") from None
         deadline = time.monotonic() + wait
         try:
             while True:
@@ -231,6 +266,8 @@ class ModelStore:
         """
         from ..data.files import hold_out
 
+        rows = check_rows(rows, source, oos_label)  # before the lock: a bad row costs nothing and changes nothing
+        calibration = None if calibration is None else check_rows(calibration, source, allow_oos=True)
         with self.lock(wait):
             manifest = self.manifest()
             parent = self.entry(None, manifest)
@@ -276,6 +313,7 @@ class ModelStore:
                   source: str = "data") -> dict:
         """A new version of the current one with only the rejection threshold (and metrics) set anew from
         held-out rows: for a threshold that drifted, or one set with another confidence score."""
+        calibration = check_rows(calibration, source, allow_oos=True)
         with self.lock(wait):
             manifest = self.manifest()
             parent = self.entry(None, manifest)
@@ -290,13 +328,25 @@ class ModelStore:
             return self._commit(manifest, model.learner, entry, parent)
 
     def _commit(self, manifest: dict, learner, entry: dict, parent: dict) -> dict:
-        """Publish the version's files, then make it current: the manifest rewrite is the moment it exists."""
-        entry.update(self._publish(learner, entry, parent))
+        """Publish the version's files, then make it current: the manifest rewrite is the moment it exists.
+        A failed write (disk full, read-only, no permission) is one line, and the model stays as it was."""
+        try:
+            entry.update(self._publish(learner, entry, parent))
+        except WRITE_ERRORS as e:
+            raise self._write_failed(e) from None
         manifest["versions"].append(entry)
         manifest["current"] = entry["version"]
         _crash_point("before-manifest")
-        write_json(self.manifest_path, manifest)
+        try:
+            write_json(self.manifest_path, manifest, MODE)
+        except OSError as e:
+            shutil.rmtree(self.version_dir(entry["version"]), ignore_errors=True)  # published, never current
+            raise self._write_failed(e) from None
         return entry
+
+    def _write_failed(self, e: Exception) -> LifelongError:
+        why = getattr(e, "strerror", None) or str(e)
+        return LifelongError(f"{self.path}: cannot write the new version ({why}); the model is unchanged")
 
     def _publish(self, learner, entry: dict, parent: dict) -> dict:
         """Write the version into a temporary directory, link unchanged files to the parent's, rename it in."""
@@ -318,7 +368,12 @@ class ModelStore:
                 else:
                     new += size
             info = {"files": files, "bytes": total, "new_bytes": new}
-            write_json(tmp / "version.json", {**entry, **info})
+            write_json(tmp / "version.json", {**entry, **info}, MODE)
+            for f in (tmp / "learner").iterdir():
+                if f.stat().st_nlink == 1:  # a linked file is the parent's, already set
+                    os.chmod(f, MODE)
+            os.chmod(tmp / "learner", DIR_MODE)
+            os.chmod(tmp, DIR_MODE)
             _fsync_dir(tmp / "learner")
             _fsync_dir(tmp)
             os.replace(tmp, final)
@@ -335,7 +390,10 @@ class ModelStore:
             entry = self.entry(version, manifest)
             self.load(version)  # refuse to roll back to a version that does not load
             manifest["current"] = version
-            write_json(self.manifest_path, manifest)
+            try:
+                write_json(self.manifest_path, manifest, MODE)
+            except OSError as e:
+                raise LifelongError(f"{self.manifest_path}: cannot write ({e.strerror}); the model is unchanged") from None
             return entry
 
 
@@ -353,14 +411,6 @@ def _calibrate(learner, calibration, ids: dict[str, int], oos_label: str, source
     metrics = asdict(oos.Rejection.measure(threshold, scores, hits, oos_scores))
     metrics.update(in_scope_examples=len(in_scope), out_of_scope_examples=len(out_texts))
     return metrics["threshold"], metrics
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _crash_point(name: str) -> None:
