@@ -7,9 +7,9 @@ means and a shared covariance, methods/gaussian.py) grows with each task, exactl
 once. At inference its class posteriors pick the top-k tasks, those tasks' adapters run on the shared hidden states
 of the frozen lower blocks, and global posteriors and adapted heads are mixed (routing.py).
 
-The class model reads the frozen pass's pooled final feature and the mean of the hidden state entering the first
-adapted block, which the pass computes anyway: on CLINC150's random split the pair put the true task first for 95.0%
-of test queries, the final feature alone for 94.0% (BENCHMARKS.md, issue 11). What the mixture needs (the shrinkage,
+The class model reads the frozen pass's pooled final feature and every block's pooled output (`class_features`),
+which the pass computes anyway: when tasks share a domain, the lower blocks tell related classes apart where the
+final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs (the shrinkage,
 the posterior temperature, how much the adapted heads count within a task) is chosen on held-out data of each task
 as it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
 counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark. """
