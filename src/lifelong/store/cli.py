@@ -106,10 +106,12 @@ def predict(
 ) -> None:
     """Classify texts; prints one JSON object per text (label `out_of_scope` below the threshold)."""
     from ..backbones.text import set_threads
+    from ..data.rows import check_text
     from .store import ModelStore
 
     set_threads()
-    texts = list(text or []) + (_read_texts(file, text_field) if file else [])
+    texts = [check_text(t, f"--text {i}") for i, t in enumerate(text or [], 1)]
+    texts += _read_texts(file, text_field) if file else []
     if not texts:
         raise LifelongError("nothing to classify: give --text or --file")
     loaded = ModelStore(model).load(version)
@@ -119,20 +121,23 @@ def predict(
 
 
 def _read_texts(path: Path, text_field: str) -> list[str]:
+    """Every text through the loaders' check: a lone surrogate or an invisible-only line is named, not sent."""
+    from ..data.rows import check_text
+
     if path.suffix.lower() in (".jsonl", ".json", ".csv"):
         from ..data.files import records
 
         out = []
         for line, row in records(path, text_field, text_field):
-            value = row.get(text_field)
-            if not isinstance(value, str) or not value.strip():
-                raise LifelongError(f"{path}:{line}: missing or empty text field {text_field!r}")
-            out.append(value)
+            if row.get(text_field) is None:
+                raise LifelongError(f"{path}:{line}: missing text field {text_field!r}")
+            out.append(check_text(row[text_field], f"{path}:{line}", text_field))
         return out
     try:
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise LifelongError(f"{path}: cannot read ({e})") from None
+        raise LifelongError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    return [check_text(t, f"{path}:{i}", "line") for i, t in enumerate(lines, 1) if t.strip()]
 
 
 def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False) -> None:
@@ -186,13 +191,11 @@ def serve(
     learn_token: Annotated[str | None, typer.Option(help="Enable POST /learn for requests bearing this token.", envvar="LIFELONG_LEARN_TOKEN")] = None,
 ) -> None:
     """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
-    import uvicorn
-
     from ..backbones.text import set_threads
-    from .server import create_app
+    from .server import create_app, run
 
     set_threads()
-    uvicorn.run(create_app(model, learn_token), host=host, port=port, log_level="info")
+    run(create_app(model, learn_token), host, port)
 
 
 def register(app: typer.Typer) -> None:
