@@ -353,3 +353,20 @@ def test_cli_predict_and_serve_refuse_bad_input_with_one_line(model, tmp_path):
     queries.write_text("will it rain\n\u200b\u200b\n")
     assert_one_line_error(lifelong("predict", model, "--file", queries), f"{queries}:2", "invisible")
     assert_one_line_error(lifelong("serve", model, "--learn-token", ""), "--learn-token", "empty")
+
+
+def test_info_check_names_every_version_a_damaged_shared_file_breaks(tmp_path, tiny_backbone):
+    model = tmp_path / "m"
+    store = ModelStore.init(model, tiny_backbone, "adapters", {"precision": "1bit", "epochs": 1, "rank": 2})
+    for i in range(2):
+        store.learn([(t, c) for c in GROUPS[i] for t in TASKS[c]], f"t{i}", holdout=0.0)
+    assert lifelong("info", model, "--check").returncode == 0
+    shared = model / "versions/v0002/learner/task000.safetensors"
+    assert shared.stat().st_nlink == 2
+    raw = bytearray(shared.read_bytes())
+    raw[-1] ^= 1
+    with open(shared, "r+b") as f:  # in place: the hard link stays
+        f.write(raw)
+    proc = lifelong("info", model, "--check")
+    assert_one_line_error(proc, "2 damaged version(s): 1, 2")
+    assert "shared with 1 other version" in proc.stdout

@@ -140,7 +140,8 @@ def _read_texts(path: Path, text_field: str) -> list[str]:
     return [check_text(t, f"{path}:{i}", "line") for i, t in enumerate(lines, 1) if t.strip()]
 
 
-def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False) -> None:
+def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+         check: Annotated[bool, typer.Option("--check", help="Verify every version's files (checksums, schemas).")] = False) -> None:
     """Versions, classes and bytes of a model."""
     from rich.console import Console
     from rich.table import Table
@@ -150,6 +151,8 @@ def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Pri
 
     store = ModelStore(model)
     manifest = store.manifest()
+    if check:
+        return _check(store, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return
@@ -170,6 +173,23 @@ def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Pri
     console.print(table)
     for t in entry["tasks"]:
         typer.echo(f"  task {t['name']!r} (version {t['version']}): {', '.join(t['classes'])}")
+
+
+def _check(store, manifest: dict) -> None:
+    """Every version's files, not only the current one's: a task file shared by hard links is damaged in all the
+    versions that link it, and this names each of them."""
+    damaged = []
+    for e in manifest["versions"]:
+        if e["version"] == 0:
+            continue
+        try:
+            store.check_files(e)
+            typer.echo(f"version {e['version']}: ok")
+        except LifelongError as err:
+            damaged.append(str(e["version"]))
+            typer.echo(f"version {e['version']}: damaged: {err}".encode("utf-8", "backslashreplace").decode())
+    if damaged:
+        raise LifelongError(f"{store.path}: {len(damaged)} damaged version(s): {', '.join(damaged)}")
 
 
 def _fmt(x) -> str:
