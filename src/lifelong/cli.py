@@ -6,6 +6,22 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
 
+
+def _fixed_mmap_threshold(size: int = 1 << 16) -> None:
+    """glibc serves a large block from the heap once a freed one raised its mmap threshold; the thousands of small
+    cached hidden states then pin the heap, and a run's memory grows by every batch it has freed (measured in
+    BENCHMARKS.md, issue 12). Linux/glibc only; an explicit MALLOC_MMAP_THRESHOLD_ wins."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass
+
+
+_fixed_mmap_threshold()
+
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +29,10 @@ from typing import Annotated
 
 import typer
 
+from .devices import DEVICE_HELP
 from .errors import LifelongError
+
+DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP, envvar="LIFELONG_DEVICE")]
 
 app = typer.Typer(
     add_completion=False,
@@ -61,6 +80,7 @@ def run(
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs (default: none).", envvar="LIFELONG_CACHE")] = None,
     oos: Annotated[bool, typer.Option("--oos", help="Also measure out-of-scope rejection after each task (benchmarks with out-of-scope queries: clinc150).")] = False,
     label: Annotated[str | None, typer.Option(help="Name of this run in plots and reports (default: the method).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Run a continual-learning benchmark end to end: learn each task, evaluate on all seen tasks, write results."""
     from .experiment import Experiment
@@ -73,7 +93,8 @@ def run(
     experiment = Experiment(benchmark=benchmark, method=method, seed=seed, settings=values, backbone=backbone,
                             classes_per_task=classes_per_task, task_field=task_field, tasks_file=tasks_file,
                             text_field=text_field, label_field=label_field, test_file=test_file,
-                            max_length=max_length, cache_dir=cache_dir, oos=oos, save=save, label=label)
+                            max_length=max_length, cache_dir=cache_dir, oos=oos, save=save, label=label,
+                            device=device)
     result = experiment.run(out)
     print_table(result)
     if oos:
@@ -101,6 +122,7 @@ def bench(
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
     save: Annotated[bool, typer.Option(help="Save each cell's final model to its model/.")] = True,
+    device: DeviceOption = "auto",
 ) -> None:
     """Run a grid of benchmarks x methods, one `lifelong run` per cell (finished cells are skipped), then the report."""
     from .bench import plan, run_grid, split_methods
@@ -111,7 +133,7 @@ def bench(
     grid_settings = _parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
     common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "task_field": task_field,
               "tasks_file": tasks_file, "text_field": text_field, "label_field": label_field,
-              "max_length": max_length, "cache_dir": cache_dir, "save": save}
+              "max_length": max_length, "cache_dir": cache_dir, "save": save, "device": device}
     cells = plan(names, specs, common, grid_settings)
     log.info("bench: %d cells (%d benchmarks x %d methods) into %s", len(cells), len(names), len(specs), out)
     try:

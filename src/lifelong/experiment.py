@@ -17,11 +17,15 @@ from typing import Any
 log = logging.getLogger("lifelong")
 
 
-def environment() -> dict:
+def environment(device=None) -> dict:
     import torch
     import transformers
 
+    gpu = {}
+    if device is not None and torch.device(device).type == "cuda":
+        gpu = {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
     return {
+        **gpu,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -52,6 +56,7 @@ class Experiment:
     oos: bool = False
     save: bool = True
     label: str | None = None  # the run's name in plots and reports (default: the method)
+    device: str = "auto"  # where the backbone runs: auto | cpu | cuda | mps (devices.py)
 
     def config(self):
         """(learner class, its config); a LifelongError names an unknown method or a bad setting."""
@@ -68,7 +73,9 @@ class Experiment:
         its tasks are defined (a --tasks file is read and checked)."""
         from .adapters.quant import check_precision
         from .data.benchmarks import check_benchmark
+        from .devices import resolve_device
 
+        resolve_device(self.device)
         _, config = self.config()
         if isinstance(getattr(config, "precision", None), str):
             check_precision(config.precision)
@@ -78,7 +85,7 @@ class Experiment:
         """The `lifelong run` arguments that run this experiment into `out`."""
         args = ["run", "--benchmark", self.benchmark, "--method", self.method, "--seed", str(self.seed),
                 "--out", str(out), "--max-length", str(self.max_length),
-                "--text-field", self.text_field, "--label-field", self.label_field]
+                "--text-field", self.text_field, "--label-field", self.label_field, "--device", self.device]
         optional = {"--backbone": self.backbone, "--classes-per-task": self.classes_per_task,
                     "--task-field": self.task_field, "--tasks": self.tasks_file, "--test-file": self.test_file,
                     "--cache-dir": self.cache_dir, "--label": self.label}
@@ -114,7 +121,8 @@ class Experiment:
 
         torch.manual_seed(self.seed)
         backbone = self.backbone or default_backbone(stream)
-        encoder = load_backbone(backbone, max_length=self.max_length)
+        encoder = load_backbone(backbone, max_length=self.max_length, device=self.device)
+        log.info("backbone %s on %s", backbone, encoder.device)
         check_modality(encoder, stream)
         features = FeatureCache(encoder, self.cache_dir)
         learner = learner_cls(encoder, config, features)
@@ -137,6 +145,7 @@ class Experiment:
                 "seed": self.seed,
                 "backbone": backbone,
                 "max_length": self.max_length,
+                "device": str(encoder.device),
                 "classes_per_task": self.classes_per_task,
                 "task_field": self.task_field,
                 "tasks_file": self.tasks_file,
@@ -146,7 +155,7 @@ class Experiment:
                 "settings": dataclasses.asdict(config),
                 "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
             },
-            "environment": environment(),
+            "environment": environment(encoder.device),
         }
         out.mkdir(parents=True, exist_ok=True)
         if self.save:

@@ -81,10 +81,11 @@ class TopBlocks(nn.Module):
             self.tail = copy.deepcopy(backbone_model.tail).requires_grad_(False).eval()
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled output on the CPU, where heads live (the blocks run on the device of `hidden`, the backbone's)."""
         if self.image:
             for block in self.blocks:
                 hidden = block(hidden)
-            return self.tail(hidden)
+            return self.tail(hidden).cpu()
         from transformers.masking_utils import create_bidirectional_mask
 
         from ..backbones.text import mean_pool
@@ -92,7 +93,7 @@ class TopBlocks(nn.Module):
         attn = create_bidirectional_mask(config=self.model_config, inputs_embeds=hidden, attention_mask=mask)
         for block in self.blocks:
             hidden = block(hidden, attn)
-        return mean_pool(hidden, mask)
+        return mean_pool(hidden, mask).cpu()
 
 
 class AdaptedTop(TopBlocks):

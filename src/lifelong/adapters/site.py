@@ -40,7 +40,18 @@ class AdapterSite(nn.Module):
         """Fresh trainable weights for the next task."""
         self.latent = nn.ParameterDict({k: nn.Parameter(torch.empty(s)) for k, s in self.shapes().items()})
         self.scalars = nn.ParameterDict({k: nn.Parameter(torch.tensor([v])) for k, v in self.scalar_init().items()})
-        self.init_latent()
+        self.init_latent()  # on the CPU: the same seeded draws whatever the device
+        device = self.device
+        if device.type != "cpu":
+            self.latent = nn.ParameterDict({k: nn.Parameter(v.detach().to(device)) for k, v in self.latent.items()})
+            self.scalars = nn.ParameterDict({k: nn.Parameter(v.detach().to(device)) for k, v in self.scalars.items()})
+
+    @property
+    def device(self) -> torch.device:
+        """The frozen base module's device: the adapters train and run there; packed weights are kept on the CPU."""
+        from ..devices import module_device
+
+        return module_device(self.base)
 
     def weights(self) -> dict[str, torch.Tensor]:
         if self.active == "train":
@@ -53,10 +64,10 @@ class AdapterSite(nn.Module):
         """End the task: store the quantised weights in the bank; return their packed form."""
         packed = {}
         for k, v in self.latent.items():
-            for part, t in pack(v, self.precision).items():
+            for part, t in pack(v.detach().cpu(), self.precision).items():
                 packed[f"{k}.{part}"] = t
         for k, v in self.scalars.items():
-            packed[k] = v.detach().float().clone()
+            packed[k] = v.detach().float().cpu().clone()
         self.add_packed(packed)
         self.latent, self.scalars = nn.ParameterDict(), nn.ParameterDict()
         return packed
@@ -67,4 +78,5 @@ class AdapterSite(nn.Module):
             parts = {name[len(k) + 1 :]: t for name, t in packed.items() if name.startswith(k + ".")}
             weights[k] = unpack(parts, shape, self.precision)
         weights.update({k: packed[k] for k in self.scalar_init()})
-        self.bank.append(weights)
+        device = self.device
+        self.bank.append({k: v.to(device) for k, v in weights.items()})

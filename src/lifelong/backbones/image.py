@@ -84,13 +84,17 @@ class ImageEncoder(nn.Module):
     modality = "image"
 
     def __init__(self, name: str, model: StagedModel, resolution: int | None, mean, std, batch_size: int = 64,
-                 interpolate: bool = False):
+                 interpolate: bool = False, device: str | torch.device = "cpu"):
         super().__init__()
+        from ..devices import resolve_device
+
         self.name, self.model, self.resolution, self.batch_size = name, model, resolution, batch_size
         self.interpolate = interpolate  # ViT: positional embeddings interpolated to a non-native resolution
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.model.eval()
+        self.device = resolve_device(device)
+        self.to(self.device)
         self.dim = model.config.hidden_size
 
     @property
@@ -100,7 +104,7 @@ class ImageEncoder(nn.Module):
 
     def pixels(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Same-sized images [H, W, C] -> normalised float batch [n, 3, R, R]."""
-        x = torch.stack(list(images))
+        x = torch.stack(list(images)).to(self.device)
         x = x.float() / 255 if not x.is_floating_point() else x.float()
         x = x.permute(0, 3, 1, 2)
         x = x[:, :3] if x.shape[1] >= 3 else x.expand(-1, 3, -1, -1)
@@ -135,7 +139,7 @@ class ImageEncoder(nn.Module):
                 h = block(h)
             for i, f in zip(idx, self.model.tail(h)):
                 out[i] = f
-        return torch.stack(out)
+        return torch.stack(out).cpu()  # heads live on the CPU (devices.py)
 
     @torch.inference_mode()
     def encode(self, images, progress: bool = False) -> torch.Tensor:
@@ -148,7 +152,7 @@ class ImageEncoder(nn.Module):
             h = self._stem(pixels)
             for block in self.model.blocks:
                 h = block(h)
-            out[idx] = self.model.tail(h).float()
+            out[idx] = self.model.tail(h).float().cpu()
         self.model.train(was_training)
         return out
 
@@ -179,8 +183,8 @@ class ImageEncoder(nn.Module):
             if split >= len(self.model.blocks):
                 for row, i in enumerate(idx):
                     hidden[i] = h[row].float().clone()
-            pooled[idx] = self.model.tail(h).float()
-            levels[idx] = torch.cat(means, dim=1).float()
+            pooled[idx] = self.model.tail(h).float().cpu()
+            levels[idx] = torch.cat(means, dim=1).float().cpu()
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:

@@ -48,17 +48,18 @@ def _split_resolution(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
-def load_image_backbone(name: str, batch_size: int = 64) -> ImageEncoder:
+def load_image_backbone(name: str, batch_size: int = 64, device="cpu") -> ImageEncoder:
     base, resolution = _split_resolution(name)
     if resolution is not None and not 16 <= resolution <= 1024:
         raise LifelongError(f"backbone {name!r}: resolution must be between 16 and 1024")
     if base.startswith("timm:"):
         raise LifelongError(TIMM_REFUSED)
     if base == EFFICIENTNET:
-        return ImageEncoder(name, efficientnet_lite0(), resolution, (127 / 255,) * 3, (128 / 255,) * 3, batch_size)
+        return ImageEncoder(name, efficientnet_lite0(), resolution, (127 / 255,) * 3, (128 / 255,) * 3, batch_size,
+                            device=device)
     model, size, mean, std = hf_vit(base.removeprefix("vit:"))
     interpolate = resolution is not None and resolution != size
-    return ImageEncoder(name, model, resolution or size, mean, std, batch_size, interpolate=interpolate)
+    return ImageEncoder(name, model, resolution or size, mean, std, batch_size, interpolate=interpolate, device=device)
 
 
 class _ConvHead(nn.Module):

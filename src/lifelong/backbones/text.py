@@ -45,8 +45,11 @@ class TextEncoder(nn.Module):
 
     modality = "text"
 
-    def __init__(self, name: str = DEFAULT_TEXT_BACKBONE, max_length: int = 128, batch_size: int = 128):
+    def __init__(self, name: str = DEFAULT_TEXT_BACKBONE, max_length: int = 128, batch_size: int = 128,
+                 device: str | torch.device = "cpu"):
         super().__init__()
+        from ..devices import resolve_device
+
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -60,17 +63,19 @@ class TextEncoder(nn.Module):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LifelongError(f"cannot load text backbone {name!r}: {first}") from None
         self.model.eval()
+        self.device = resolve_device(device)
+        self.model.to(self.device)
         self.dim = self.model.config.hidden_size
 
     def tokenize(self, texts: Sequence[str]):
         return self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        ).to(self.device)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenize(texts)
         hidden = self.model(**batch).last_hidden_state
-        return mean_pool(hidden, batch["attention_mask"])
+        return mean_pool(hidden, batch["attention_mask"]).cpu()  # heads live on the CPU (devices.py)
 
     def _length_sorted_batches(self, texts: Sequence[str]):
         """(indices, tokenized batch) over texts sorted by length, so padding costs little."""
@@ -87,7 +92,7 @@ class TextEncoder(nn.Module):
         out = torch.empty(len(texts), self.dim)
         bar = tqdm(total=len(texts), desc="embed", unit="ex", disable=not progress, leave=False)
         for idx, batch in self._length_sorted_batches(texts):
-            out[idx] = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).float()
+            out[idx] = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).float().cpu()
             bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
@@ -102,7 +107,8 @@ class TextEncoder(nn.Module):
     def encode_split(self, texts: Sequence[str], split: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """One frozen pass giving, per text, the hidden states entering block `split` (trimmed to its tokens),
         the pooled final feature, and every block's output mean-pooled and concatenated [n, sum(level_dims)]: the
-        first feeds adapted top blocks, the others describe the input to a class model at every depth."""
+        first feeds adapted top blocks (and stays on the backbone's device, where they run), the others describe the
+        input to a class model at every depth."""
         self.model.eval()
         hidden: list[torch.Tensor] = [None] * len(texts)
         pooled = torch.empty(len(texts), self.dim)
@@ -110,10 +116,11 @@ class TextEncoder(nn.Module):
         for idx, batch in self._length_sorted_batches(texts):
             out = self.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"]
-            pooled[idx] = mean_pool(out.last_hidden_state, mask).float()
-            levels[idx] = torch.cat([mean_pool(h, mask).float() for h in out.hidden_states[1:]], dim=1)
+            pooled[idx] = mean_pool(out.last_hidden_state, mask).float().cpu()
+            levels[idx] = torch.cat([mean_pool(h, mask).float() for h in out.hidden_states[1:]], dim=1).cpu()
+            lengths = mask.sum(1).tolist()
             for row, i in enumerate(idx):
-                hidden[i] = out.hidden_states[split][row, : int(mask[row].sum())].float().clone()
+                hidden[i] = out.hidden_states[split][row, : lengths[row]].float().clone()
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:

@@ -85,8 +85,8 @@ def class_features(pooled: torch.Tensor, levels: torch.Tensor, dims: list[int]) 
 
 
 def pad(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(h) for h in hidden])
-    mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+    lengths = torch.tensor([len(h) for h in hidden], device=hidden[0].device)
+    mask = (torch.arange(int(lengths.max()), device=lengths.device)[None, :] < lengths[:, None]).long()
     return pad_sequence(hidden, batch_first=True), mask
 
 
@@ -100,25 +100,29 @@ class SplitCache:
         self.hidden: dict[str, torch.Tensor] = {}
         self.pooled: dict[str, torch.Tensor] = {}
         self.levels: dict[str, torch.Tensor] = {}
+        self.outputs: dict[tuple[str, int], torch.Tensor] = {}  # see memo
 
     def __call__(self, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
-        keys = self._fill(inputs)
+        keys = self.keys(inputs)
         return [self.hidden[k] for k in keys], torch.stack([self.pooled[k] for k in keys])
 
     def class_input(self, inputs) -> torch.Tensor:
         """`class_features` of the inputs."""
-        keys = self._fill(inputs)
+        keys = self.keys(inputs)
         return class_features(torch.stack([self.pooled[k] for k in keys]),
                               torch.stack([self.levels[k] for k in keys]), self.backbone.level_dims)
 
-    def _fill(self, inputs) -> list[str]:
-        """The inputs' keys, after one frozen pass over those not cached yet."""
+    @staticmethod
+    def key_list(inputs) -> list[str]:
         if isinstance(inputs, torch.Tensor) or (len(inputs) and not isinstance(inputs[0], str)):
             from ..backbones.cache import _key
 
-            keys = [_key(torch.as_tensor(x)) for x in inputs]
-        else:
-            keys = list(inputs)
+            return [_key(torch.as_tensor(x)) for x in inputs]
+        return list(inputs)
+
+    def keys(self, inputs) -> list[str]:
+        """The inputs' keys, after one frozen pass over those not cached yet."""
+        keys = self.key_list(inputs)
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
@@ -135,6 +139,29 @@ class SplitCache:
         self.hidden.clear()
         self.pooled.clear()
         self.levels.clear()
+        self.outputs.clear()
+
+    def memo(self, keys: list[str], tag: int, compute) -> torch.Tensor:
+        """Rows of `compute(indices)` kept per (key, tag): the output of a frozen module (a finished task's adapter
+        and head) on an input never changes, so scoring the same inputs again after each new task costs nothing
+        for the tasks scored before."""
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if (k, tag) not in self.outputs:
+                first.setdefault(k, i)
+        missing = list(first.values())
+        if missing:
+            self.outputs.update(zip(((keys[i], tag) for i in missing), compute(missing)))
+        return torch.stack([self.outputs[(k, tag)] for k in keys])
+
+    def drop(self, inputs) -> None:
+        """Forget these inputs (a learned task's training data, not scored again): memory then holds the hidden
+        states of the inputs still to be scored, not of every training example seen."""
+        gone = set(self.key_list(inputs))
+        for store in (self.hidden, self.pooled, self.levels):
+            for k in gone:
+                store.pop(k, None)
+        self.outputs = {kt: v for kt, v in self.outputs.items() if kt[0] not in gone}
 
 
 def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> torch.Tensor:
@@ -174,7 +201,11 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
         loss = F.cross_entropy(head(forward(*pad(hidden)))[:, -n:], labels - offset)
         return loss + extra() if extra is not None else loss
 
-    return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc)
+    lengths = None
+    if getattr(cache.backbone, "modality", "text") == "text":  # batches of similar length pad little (training.py)
+        lengths = [len(h) for h in cache(task.train.inputs)[0]]
+    return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc,
+               lengths=lengths)
 
 
 def refit(features: torch.Tensor, labels: torch.Tensor, classes: int, config, seed: int) -> nn.Linear:
@@ -254,6 +285,7 @@ class Adapters(Learner):
         self._add_task(packed, {"weight": head.weight.detach(), "bias": head.bias.detach()}, offset)
         self.classes.add(*stats)
         self._count_hits(held)
+        self.cache.drop(list(train.inputs) + list(held.inputs))
 
     def _add_task(self, packed, head_state, offset, bank: bool = False) -> None:
         """Append a finished task; the head is rounded to fp16 now so memory matches the file."""
@@ -274,16 +306,15 @@ class Adapters(Learner):
         """Score the task's held-out examples under every candidate setting, against every class seen so far."""
         if len(held) == 0:
             return
-        hidden, _ = self.cache(held.inputs)
         feats = self.cache.class_input(held.inputs)
-        logits = self._head_logits(hidden, torch.ones(len(hidden), len(self.heads), dtype=torch.bool))
-        for s, shrink in enumerate(SHRINKAGES):
-            raw = self.classes.logits(feats, shrink)
-            for t, temperature in enumerate(routing.TEMPERATURES):
-                log_post, task_post, routed = self._route(raw, temperature)
-                for b, beta in enumerate(routing.BETAS):
-                    scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
-                    self.hits[s, t, b] += float((scores.argmax(1) == held.labels).sum())
+        routes = {(s, t): self._route(self.classes.logits(feats, shrink), temperature)
+                  for s, shrink in enumerate(SHRINKAGES) for t, temperature in enumerate(routing.TEMPERATURES)}
+        # each task's head runs only on the rows some candidate setting routes to it
+        logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
+        for (s, t), (log_post, task_post, routed) in routes.items():
+            for b, beta in enumerate(routing.BETAS):
+                scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
+                self.hits[s, t, b] += float((scores.argmax(1) == held.labels).sum())
 
     # -- inference ------------------------------------------------------------------------------------------
     def _route(self, raw: torch.Tensor, temperature: float):
@@ -291,30 +322,35 @@ class Adapters(Learner):
         task_post = routing.task_log_posterior(log_post, self.task_of_class, len(self.heads))
         return log_post, task_post, routing.routed_mask(task_post, self.config.top_k)
 
-    def _head_logits(self, hidden: list[torch.Tensor], routed: torch.Tensor) -> torch.Tensor:
+    def _head_logits(self, inputs, routed: torch.Tensor) -> torch.Tensor:
         """[n, C]: each routed task's adapted head logits in its columns (0 elsewhere), adapters run per task on
-        its routed rows in length-sorted chunks."""
-        out = torch.zeros(len(hidden), self.num_classes)
+        its routed rows in length-sorted chunks, each (input, task) once (`SplitCache.memo`)."""
+        out = torch.zeros(len(inputs), self.num_classes)
         for t in routed.any(0).nonzero().flatten().tolist():
             rows = routed[:, t].nonzero().flatten()
             out[rows, self.offsets[t] : self.offsets[t] + self.heads[t].out_features] = self._task_logits(
-                [hidden[i] for i in rows.tolist()], t)
+                [inputs[i] for i in rows.tolist()], t)
         return out
 
-    def _task_logits(self, hidden: list[torch.Tensor], t: int) -> torch.Tensor:
-        self.top.set_active(t)
-        return self.heads[t](top_features(self.top, hidden))
+    def _task_logits(self, inputs, t: int) -> torch.Tensor:
+        keys = self.cache.keys(inputs)
+
+        def compute(rows: list[int]) -> torch.Tensor:
+            self.top.set_active(t)
+            return self.heads[t](top_features(self.top, [self.cache.hidden[keys[i]] for i in rows]))
+
+        return self.cache.memo(keys, t, compute)
 
     @torch.no_grad()
     def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities over all seen classes (zero outside the routed tasks), and each task's log-posterior
         under the class model [n, T] (for routing accuracy; in log space, where a sharp temperature cannot
         flatten the runners-up to a tie at zero)."""
-        hidden, _ = self.cache(list(inputs))
+        inputs = list(inputs)
         shrink, temperature, beta = self.mixture
-        log_post, task_post, routed = self._route(self.classes.logits(self.cache.class_input(list(inputs)), shrink),
+        log_post, task_post, routed = self._route(self.classes.logits(self.cache.class_input(inputs), shrink),
                                                   temperature)
-        logits = self._head_logits(hidden, routed)
+        logits = self._head_logits(inputs, routed)
         scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
         return torch.softmax(scores, dim=1), task_post
 
@@ -323,7 +359,7 @@ class Adapters(Learner):
 
     @torch.no_grad()
     def predict_in_task(self, inputs, task: int, classes: list[int]) -> torch.Tensor:
-        return self._task_logits(self.cache(list(inputs))[0], task)
+        return self._task_logits(list(inputs), task)
 
     @torch.no_grad()
     def confidence(self, inputs, scores) -> torch.Tensor:

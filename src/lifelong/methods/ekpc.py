@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapters import AdaptedTop, AdapterConfig
+from ..devices import module_device
 from . import register
 from .adapters import (
     SplitCache,
@@ -142,6 +143,8 @@ class EKPC(Learner):
         with torch.no_grad():
             for n, p in self.params().items():
                 p.copy_(tensors[f"adapter.{n}"])
-        self.importance = {n[len("importance."):]: v for n, v in tensors.items() if n.startswith("importance.")}
+        device = module_device(self.top)  # the penalty combines importance with the adapter there
+        self.importance = {n[len("importance."):]: v.to(device) for n, v in tensors.items()
+                           if n.startswith("importance.")}
         self.prototypes = tensors["prototypes.weight"].float()
         self.anchor = {n: p.detach().clone() for n, p in self.params().items()}

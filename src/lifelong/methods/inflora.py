@@ -107,7 +107,8 @@ class InfLoRA(Learner):
         def recorder(group):
             def hook(module, args):
                 x = args[0]  # [n, tokens, d] (padded: keep real tokens), or [n, C, H, W] for a 1x1 convolution
-                x = (x.movedim(1, -1).flatten(0, 2) if x.dim() == 4 else x[mask["real"]]).double()
+                x = x.movedim(1, -1).flatten(0, 2) if x.dim() == 4 else x[mask["real"]]
+                x = (x.cpu() if x.device.type == "mps" else x).double()  # MPS has no float64
                 grams[group] = grams.get(group, 0) + x.T @ x
             return hook
 
@@ -122,12 +123,13 @@ class InfLoRA(Learner):
         finally:
             for h in hooks:
                 h.remove()
-        return grams
+        return {g: v.cpu() for g, v in grams.items()}  # summed where the top blocks run; bases live on the CPU
 
     def merge(self, branch: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for n, site in self.top.sites.items():
-                site.base.weight += (site.scaling * branch[f"{n}.B"] @ branch[f"{n}.A"]).view_as(site.base.weight)
+                w = site.base.weight  # on the backbone's device; branches are kept (and loaded) on the CPU
+                w += (site.scaling * branch[f"{n}.B"].to(w.device) @ branch[f"{n}.A"].to(w.device)).view_as(w)
         self.branches.append(branch)
 
     def learn(self, task) -> None:
@@ -144,7 +146,8 @@ class InfLoRA(Learner):
         up = [site.latent["B"] for site in self.top.sites.values()]
         groups = [{"params": up, "lr": c.lr}, {"params": self.head.parameters(), "lr": c.lr}]
         fit_top(self.top, self.cache, self.head, task, groups, c, f"inflora task {task.index}")
-        branch = {f"{n}.{k}": s.latent[k].detach().clone() for n, s in self.top.sites.items() for k in ("A", "B")}
+        branch = {f"{n}.{k}": s.latent[k].detach().cpu().clone() for n, s in self.top.sites.items()
+                  for k in ("A", "B")}
         self.top.set_active(None)
         for site in self.top.sites.values():
             site.latent = torch.nn.ParameterDict()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import module_device
 from . import register
 from .finetune import Finetune, FinetuneConfig
 
@@ -50,5 +51,6 @@ class L2(Finetune):
 
     def load_state(self, tensors):
         super().load_state(tensors)
-        self.anchor = {k[7:]: v for k, v in tensors.items() if k.startswith("anchor.")}
-        self.importance = {k[11:]: v for k, v in tensors.items() if k.startswith("importance.")}
+        device = module_device(self.encoder.model)  # the penalty compares them with the encoder's parameters
+        self.anchor = {k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("anchor.")}
+        self.importance = {k[11:]: v.to(device) for k, v in tensors.items() if k.startswith("importance.")}

@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from ..devices import DEVICE_HELP
 from ..errors import LifelongError
 
 Model = Annotated[Path, typer.Argument(help="Model directory.")]
+DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP, envvar="LIFELONG_DEVICE")]
 
 
 def init(
@@ -22,13 +24,14 @@ def init(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = None,
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
     from_run: Annotated[Path | None, typer.Option(help="Start from a finished `lifelong run` directory: its model becomes version 1.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Create an empty model (version 0) with a backbone and a method, or one holding a finished run."""
     from ..cli import _parse_sets
     from .store import ModelStore
 
     if from_run is not None:
-        store = ModelStore.from_run(model, from_run)
+        store = ModelStore.from_run(model, from_run, device)
         entry = store.entry()
         typer.echo(f"created {model}: version 1 holds {sum(len(t['classes']) for t in entry['tasks'])} classes "
                    f"from {from_run}")
@@ -36,7 +39,7 @@ def init(
     values = _parse_sets(set_ or [])
     if precision is not None:
         values["precision"] = precision
-    ModelStore.init(model, backbone, method, values, max_length)
+    ModelStore.init(model, backbone, method, values, max_length, device)
     typer.echo(f"created {model} (method {method}, backbone {backbone}); add classes with `lifelong learn {model} --data FILE`")
 
 
@@ -51,6 +54,7 @@ def learn(
     holdout: Annotated[float, typer.Option(help="Without --eval: fraction of the new data held out to calibrate the threshold (0: none).")] = 0.1,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another learn on the same model.")] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for the hold-out.")] = 0,
+    device: DeviceOption = "auto",
 ) -> None:
     """Learn the classes in DATA as the next task: a new version, the older ones kept."""
     from ..backbones.text import set_threads
@@ -62,7 +66,7 @@ def learn(
         raise LifelongError(f"--holdout must be in [0, 1), got {holdout}")
     rows = [(t, c) for _, t, c, *_ in read_rows(data, text_field, label_field, None)]
     held = [(t, c) for _, t, c, *_ in read_rows(eval_, text_field, label_field, None)] if eval_ else None
-    entry = ModelStore(model).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data))
+    entry = ModelStore(model, device).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data))
     task = entry["tasks"][-1]
     typer.echo(f"version {entry['version']}: learned {len(task['classes'])} classes from {task['train_examples']} "
                f"examples in {entry['learn_seconds']:.1f}s; {entry['new_bytes']:,} new bytes")
@@ -83,6 +87,7 @@ def calibrate(
     label_field: Annotated[str, typer.Option(help="Label field/column.")] = "label",
     oos_label: Annotated[str, typer.Option(help="Label of out-of-scope rows.")] = "oos",
     wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 60.0,
+    device: DeviceOption = "auto",
 ) -> None:
     """Set the out-of-scope threshold anew from held-out data: a new version, same weights (hard links)."""
     from ..backbones.text import set_threads
@@ -91,7 +96,7 @@ def calibrate(
 
     set_threads()
     held = [(t, c) for _, t, c, *_ in read_rows(eval_, text_field, label_field, None)]
-    entry = ModelStore(model).calibrate(held, oos_label, wait, source=str(eval_))
+    entry = ModelStore(model, device).calibrate(held, oos_label, wait, source=str(eval_))
     typer.echo(f"version {entry['version']}: new threshold, {entry['new_bytes']:,} new bytes")
     typer.echo(_held_out_line(entry["metrics"]))
 
@@ -103,6 +108,7 @@ def predict(
     text_field: Annotated[str, typer.Option(help="Text field of --file.")] = "text",
     top_k: Annotated[int, typer.Option(help="Labels returned per text.")] = 1,
     version: Annotated[int | None, typer.Option(help="Version to use (default: current).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Classify texts; prints one JSON object per text (label `out_of_scope` below the threshold)."""
     from ..backbones.text import set_threads
@@ -114,7 +120,7 @@ def predict(
     texts += _read_texts(file, text_field) if file else []
     if not texts:
         raise LifelongError("nothing to classify: give --text or --file")
-    loaded = ModelStore(model).load(version)
+    loaded = ModelStore(model, device).load(version)
     for s in range(0, len(texts), 256):
         for t, p in zip(texts[s : s + 256], loaded.predict(texts[s : s + 256], top_k)):
             sys.stdout.write(json.dumps({"text": t, **p}) + "\n")
@@ -209,13 +215,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     learn_token: Annotated[str | None, typer.Option(help="Enable POST /learn for requests bearing this token.", envvar="LIFELONG_LEARN_TOKEN")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
     from ..backbones.text import set_threads
     from .server import create_app, run
 
     set_threads()
-    run(create_app(model, learn_token), host, port)
+    run(create_app(model, learn_token, device), host, port)
 
 
 def register(app: typer.Typer) -> None:

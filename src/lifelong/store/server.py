@@ -193,9 +193,12 @@ def run(app: FastAPI, host: str, port: int) -> None:
                 h11_max_incomplete_event_size=MAX_HEADER_BYTES)
 
 
-def create_app(path, learn_token: str | None = None) -> FastAPI:
+def create_app(path, learn_token: str | None = None, device: str = "auto") -> FastAPI:
+    from ..devices import resolve_device
+
     check_token(learn_token)
-    store = ModelStore(path)
+    resolve_device(device)  # an absent GPU fails at start, in one line
+    store = ModelStore(path, device)
     store.manifest()  # fail at start, with one line, if this is not a model
     app = FastAPI(title="lifelong", description="A continually learning classifier: predict, learn, inspect.",
                   default_response_class=SafeJSON)

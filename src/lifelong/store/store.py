@@ -58,25 +58,29 @@ def _sha256(path: Path) -> str:
 
 
 class ModelStore:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+        """`device`: where the backbone runs when this store loads it (devices.py); not part of the model, whose
+        files are the same whatever the device."""
         self.path = Path(path)
+        self.device = device
         self.manifest_path = self.path / "manifest.json"
         self._backbones: dict[tuple, object] = {}
 
     # -- creating and reading ----------------------------------------------------------------------------
     @classmethod
-    def init(cls, path, backbone: str, method: str, settings: dict, max_length: int = 128) -> ModelStore:
+    def init(cls, path, backbone: str, method: str, settings: dict, max_length: int = 128,
+             device: str = "auto") -> ModelStore:
         """A new, empty model (version 0): checks the method and its settings now, not at the first `learn`."""
         from ..backbones import load_backbone
 
-        store = cls(path)
+        store = cls(path, device)
         if store.manifest_path.exists():
             raise LifelongError(f"{store.manifest_path}: a model already exists here")
         if store.path.exists() and any(store.path.iterdir()):
             raise LifelongError(f"{store.path}: directory is not empty")
         learner_cls = methods.get(method)
         config = methods.config_from_dict(learner_cls.Config, settings)
-        encoder = load_backbone(backbone, max_length=max_length)
+        encoder = load_backbone(backbone, max_length=max_length, device=device)
         store._backbones[(backbone, max_length)] = encoder
         manifest = {
             "format": FORMAT,
@@ -95,7 +99,7 @@ class ModelStore:
         return store
 
     @classmethod
-    def from_run(cls, path, run: str | os.PathLike) -> ModelStore:
+    def from_run(cls, path, run: str | os.PathLike, device: str = "auto") -> ModelStore:
         """A model whose version 1 is a finished `lifelong run` (its saved model, class names, and the
         out-of-scope threshold when the run measured one): a benchmarked learner goes straight to serving."""
         run = Path(run)
@@ -108,7 +112,7 @@ class ModelStore:
             raise LifelongError(f"{run}: the run saved no model (it ran with --no-save)")
         existed = Path(path).exists()
         store = cls.init(path, config["backbone"] or "all-MiniLM-L6-v2", config["method"], config["settings"],
-                         config.get("max_length", 128))
+                         config.get("max_length", 128), device)
         try:
             store._import(run, result, config)
         except BaseException:
@@ -166,7 +170,7 @@ class ModelStore:
         b = manifest["backbone"]
         key = (b["name"], b["max_length"])
         if key not in self._backbones:
-            encoder = load_backbone(b["name"], max_length=b["max_length"])
+            encoder = load_backbone(b["name"], max_length=b["max_length"], device=self.device)
             if encoder.weights_hash() != b["sha256"]:
                 raise LifelongError(f"{self.manifest_path}: backbone {b['name']!r} here has other weights than the "
                                     "ones this model was trained on")

@@ -1,0 +1,83 @@
+"""Issue 12: `lifelong` and the Avalanche peer on the same CLINC150 stream, one after the other in this script.
+
+Runs `lifelong run --benchmark clinc150 --method adapters` (default 1-bit adapters, seed 0) and then the peer
+harness's Avalanche `Naive` strategy (full fine-tuning, 2 epochs per task) on the same machine, and prints both wall
+times (process start to exit), their ratio, both final accuracies and peak memories, as JSON (also written to
+OUT/peer_speed.json). The peer needs its own venv (`bash ../shared/peers/avalanche/install.sh ~/.venv-avalanche`).
+
+Usage: python benchmarks/peer_speed.py [--out runs/peer] [--peer-python ~/.venv-avalanche/bin/python]
+       [--peers ../shared/peers] [--strategy naive] [-- extra `lifelong run` flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], log: Path, env: dict) -> float:
+    """Wall seconds of a command, its output to `log`; exits with its status if it fails."""
+    t0 = time.perf_counter()
+    with log.open("wb") as f:
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    if rc:
+        sys.exit(f"error: {' '.join(cmd)} exited {rc}; see {log}")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peer")
+    ap.add_argument("--peer-python", default=str(Path.home() / ".venv-avalanche" / "bin" / "python"))
+    ap.add_argument("--peers", type=Path, default=Path(os.environ.get("LIFELONG_PEERS", ROOT.parent / "shared" / "peers")))
+    ap.add_argument("--strategy", default="naive")
+    ap.add_argument("--skip-peer", action="store_true", help="time lifelong only (the peer's last run is reused)")
+    ap.add_argument("extra", nargs="*", help="extra flags for `lifelong run` (after --)")
+    args = ap.parse_args()
+    harness = args.peers / "avalanche" / "avalanche_clinc.py"
+    if not args.skip_peer and not (harness.exists() and Path(args.peer_python).exists()):
+        sys.exit(f"error: peer harness {harness} or its python {args.peer_python} is missing (see its README)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "LIFELONG_THREADS": os.environ.get("LIFELONG_THREADS", "2"),
+           "HF_HUB_OFFLINE": "1"}
+    run_dir = args.out / "lifelong"
+    ours = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", "clinc150", "--method", "adapters",
+            "--seed", "0", "--out", str(run_dir), *args.extra]
+    result: dict = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "threads": int(env["LIFELONG_THREADS"]), "lifelong_command": " ".join(ours[1:])}
+    result["lifelong_seconds"] = timed(ours, args.out / "lifelong.log", env)
+    mine = json.loads((run_dir / "results.json").read_text())
+    result.update(lifelong_final_accuracy=mine["final_accuracy"], lifelong_peak_memory_mb=mine["peak_memory_mb"],
+                  lifelong_train_seconds=sum(mine["seconds_per_task"]),
+                  lifelong_eval_seconds=sum(mine["eval_seconds_per_task"]))
+    peer_out = args.out / "avalanche"
+    if not args.skip_peer:
+        peer = [args.peer_python, str(harness), "--strategy", args.strategy, "--threads", env["LIFELONG_THREADS"],
+                "--out", str(peer_out)]
+        result["peer_command"] = " ".join(peer[1:])
+        result["peer_seconds"] = timed(peer, args.out / "avalanche.log", env)
+    theirs_file = peer_out / f"{args.strategy}.json"
+    if theirs_file.exists():
+        theirs = json.loads(theirs_file.read_text())
+        result.update(peer=f"Avalanche {theirs.get('avalanche_version')} {args.strategy}",
+                      peer_final_accuracy=theirs.get("final_acc"),
+                      peer_peak_memory_mb=theirs.get("peak_rss_bytes", 0) / 2**20,
+                      peer_train_seconds=theirs.get("train_time_s"), peer_eval_seconds=theirs.get("eval_time_s"))
+        if "peer_seconds" in result:
+            result["ratio"] = result["lifelong_seconds"] / result["peer_seconds"]
+    text = json.dumps(result, indent=2)
+    (args.out / "peer_speed.json").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

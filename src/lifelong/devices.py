@@ -1,0 +1,58 @@
+"""Where the backbone runs: `--device auto|cpu|cuda|mps` (auto: CUDA when present, else Apple's MPS, else CPU).
+
+Only modules taken from the backbone move: its frozen blocks and the top blocks a method copies out of it (with
+their adapters). They hand back CPU tensors, so everything a method owns (heads, class statistics, Gram matrices)
+stays on the CPU, and what is saved is the same whatever the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import LifelongError
+
+CHOICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_HELP = "Where the backbone runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps."
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """A usable torch device from a setting; a device that is asked for but absent is a one-line error."""
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":", 1)[0]
+    if kind not in CHOICES[1:]:
+        raise LifelongError(f"unknown device {name!r}; choose one of {', '.join(CHOICES)} (or cuda:N)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise LifelongError(f"device {name!r}: no CUDA GPU is visible (torch {torch.__version__}, {build}); "
+                            "use --device cpu or auto")
+    if kind == "mps" and not _mps():
+        raise LifelongError(f"device {name!r}: Apple MPS is not available here; use --device cpu or auto")
+    try:
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise LifelongError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    except RuntimeError as e:
+        raise LifelongError(f"device {name!r}: {e}") from None
+    return device
+
+
+def _mps() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for one with neither)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
