@@ -6,7 +6,8 @@ times (process start to exit), their ratio, both final accuracies and peak memor
 OUT/peer_speed.json). The peer needs its own venv (`bash ../shared/peers/avalanche/install.sh ~/.venv-avalanche`).
 
 Usage: python benchmarks/peer_speed.py [--out runs/peer] [--peer-python ~/.venv-avalanche/bin/python]
-       [--peers ../shared/peers] [--strategy naive] [-- extra `lifelong run` flags]
+       [--peers ../shared/peers] [--strategy naive] [--also "--epochs 3"] [-- extra `lifelong run` flags]
+`--also FLAGS` (repeatable) times one more `lifelong run` with those flags added, each against the same peer run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--peers", type=Path, default=Path(os.environ.get("LIFELONG_PEERS", ROOT.parent / "shared" / "peers")))
     ap.add_argument("--strategy", default="naive")
     ap.add_argument("--skip-peer", action="store_true", help="time lifelong only (the peer's last run is reused)")
+    ap.add_argument("--also", action="append", default=[], help="flags of one more lifelong run to time")
     ap.add_argument("extra", nargs="*", help="extra flags for `lifelong run` (after --)")
     args = ap.parse_args()
     harness = args.peers / "avalanche" / "avalanche_clinc.py"
@@ -49,16 +51,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "LIFELONG_THREADS": os.environ.get("LIFELONG_THREADS", "2"),
            "HF_HUB_OFFLINE": "1"}
-    run_dir = args.out / "lifelong"
-    ours = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", "clinc150", "--method", "adapters",
-            "--seed", "0", "--out", str(run_dir), *args.extra]
     result: dict = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "threads": int(env["LIFELONG_THREADS"]), "lifelong_command": " ".join(ours[1:])}
-    result["lifelong_seconds"] = timed(ours, args.out / "lifelong.log", env)
-    mine = json.loads((run_dir / "results.json").read_text())
-    result.update(lifelong_final_accuracy=mine["final_accuracy"], lifelong_peak_memory_mb=mine["peak_memory_mb"],
-                  lifelong_train_seconds=sum(mine["seconds_per_task"]),
-                  lifelong_eval_seconds=sum(mine["eval_seconds_per_task"]))
+                    "threads": int(env["LIFELONG_THREADS"]), "runs": []}
+    for i, flags in enumerate([[], *(f.split() for f in args.also)]):
+        run_dir = args.out / f"lifelong{i}"
+        ours = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", "clinc150", "--method", "adapters",
+                "--seed", "0", "--out", str(run_dir), *args.extra, *flags]
+        seconds = timed(ours, args.out / f"lifelong{i}.log", env)
+        mine = json.loads((run_dir / "results.json").read_text())
+        result["runs"].append({"command": " ".join(ours[1:]), "seconds": seconds,
+                               "final_accuracy": mine["final_accuracy"], "peak_memory_mb": mine["peak_memory_mb"],
+                               "train_seconds": sum(mine["seconds_per_task"]),
+                               "eval_seconds": sum(mine["eval_seconds_per_task"])})
     peer_out = args.out / "avalanche"
     if not args.skip_peer:
         peer = [args.peer_python, str(harness), "--strategy", args.strategy, "--threads", env["LIFELONG_THREADS"],
@@ -73,7 +77,8 @@ def main() -> None:
                       peer_peak_memory_mb=theirs.get("peak_rss_bytes", 0) / 2**20,
                       peer_train_seconds=theirs.get("train_time_s"), peer_eval_seconds=theirs.get("eval_time_s"))
         if "peer_seconds" in result:
-            result["ratio"] = result["lifelong_seconds"] / result["peer_seconds"]
+            for run in result["runs"]:
+                run["ratio_to_peer"] = run["seconds"] / result["peer_seconds"]
     text = json.dumps(result, indent=2)
     (args.out / "peer_speed.json").write_text(text + "\n")
     print(text)

@@ -118,9 +118,11 @@ class TextEncoder(nn.Module):
             mask = batch["attention_mask"]
             pooled[idx] = mean_pool(out.last_hidden_state, mask).float().cpu()
             levels[idx] = torch.cat([mean_pool(h, mask).float() for h in out.hidden_states[1:]], dim=1).cpu()
+            # one tensor per batch, each text's tokens a view into it (right padding): thousands of small cached
+            # tensors between the batches' large freed buffers would pin the heap and grow memory task by task
             lengths = mask.sum(1).tolist()
-            for row, i in enumerate(idx):
-                hidden[i] = out.hidden_states[split][row, : lengths[row]].float().clone()
+            for i, part in zip(idx, out.hidden_states[split][mask.bool()].float().split(lengths)):
+                hidden[i] = part
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:
