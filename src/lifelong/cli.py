@@ -7,11 +7,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
 
 
-def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
+def _fixed_mmap_threshold(size: int = 4 << 20) -> None:
     """glibc serves large blocks from the heap once a freed one has raised its mmap threshold; small long-lived
     allocations (cached hidden states, tensor objects) then pin the heap, and a run's memory grows by the batches it
-    has freed. A fixed 1 MB threshold sends every batch buffer back to the system when freed, at no measured cost in
-    time (64 KB did cost time; BENCHMARKS.md, issue 12). Linux/glibc only; MALLOC_MMAP_THRESHOLD_ wins."""
+    has freed. A fixed 4 MB threshold sends the frozen pass's batch buffers back to the system when freed and keeps a
+    training step's smaller ones on the heap (64 KB doubled training time; BENCHMARKS.md, issue 12). Linux/glibc
+    only; MALLOC_MMAP_THRESHOLD_ wins."""
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
         try:
             import ctypes
