@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
 from ..errors import LifelongError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -86,8 +87,6 @@ class ImageEncoder(nn.Module):
     def __init__(self, name: str, model: StagedModel, resolution: int | None, mean, std, batch_size: int = 64,
                  interpolate: bool = False, device: str | torch.device = "cpu"):
         super().__init__()
-        from ..devices import resolve_device
-
         self.name, self.model, self.resolution, self.batch_size = name, model, resolution, batch_size
         self.interpolate = interpolate  # ViT: positional embeddings interpolated to a non-native resolution
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
 from ..errors import LifelongError
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ class TextEncoder(nn.Module):
     def __init__(self, name: str = DEFAULT_TEXT_BACKBONE, max_length: int = 128, batch_size: int = 128,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        from ..devices import resolve_device
-
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
