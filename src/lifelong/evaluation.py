@@ -98,6 +98,7 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         log.info("task %d/%d %s: %d classes, %d train examples", i + 1, T, task.name, len(task.classes), len(task.train))
         t0 = time.perf_counter()
         learner.learn(task)
+        learner.class_names = list(stream.class_names[: stream.seen_classes(i)])
         seconds.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()

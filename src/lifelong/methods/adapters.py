@@ -389,12 +389,10 @@ class Adapters(Learner):
         raise LifelongError("adapters models load with Adapters.load(path, backbone): one file per task")
 
     # -- persistence: one safetensors file per task and one shared file, checked before use -----------------
-    def save(self, path) -> Path:
+    def save(self, path, extra: dict | None = None) -> Path:
         meta = {
-            "method": self.name,
+            **self.meta(extra),
             "format": FORMAT,
-            "config": dataclasses.asdict(self.config),
-            "backbone": self.backbone.name,
             "backbone_sha256": self.backbone.weights_hash(),
             "offsets": self.offsets,
             "files": [],
@@ -447,6 +445,7 @@ class Adapters(Learner):
                                              learner.classes.dim)
             learner._add_task(adapter, head, offset, bank=True)
             learner.classes.load_classes(tensors)
+        learner.class_names = [str(c) for c in meta.get("classes") or []]
         return learner
 
 

@@ -8,6 +8,7 @@ which gives both the byte count reported per task and the safetensors save forma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -42,6 +43,18 @@ class Learner(ABC):
         self.config = config if config is not None else self.Config()
         self.features = features if features is not None else FeatureCache(backbone, progress=False)
         self.num_classes = 0
+        self.class_names: list[str] = []  # global id -> name, set by whoever names the classes (the protocol
+        # loop, the store); saved in learner.json so a loaded learner answers with names
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("predict", "predict_routed", "predict_in_task"):
+            if name in cls.__dict__:
+                setattr(cls, name, _inputs_checked(cls.__dict__[name]))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(method={self.name!r}, backbone={getattr(self.backbone, 'name', None)!r}, "
+                f"classes={self.num_classes})")
 
     # -- the protocol -------------------------------------------------------------------------------------
     @abstractmethod
@@ -92,13 +105,21 @@ class Learner(ABC):
         return out
 
     # -- persistence: safetensors + JSON, never pickle -----------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        meta = {
+    def meta(self, extra: dict | None = None) -> dict:
+        """The fields of learner.json every method writes (a method with its own file layout adds to them)."""
+        return {
             "method": self.name,
             "config": dataclasses.asdict(self.config),
             "backbone": self.backbone.name,
             "num_classes": self.num_classes,
+            "classes": list(self.class_names),
+            **(extra or {}),
         }
+
+    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        """learner.json (method, settings, backbone, class names, and `extra` fields) and weights.safetensors,
+        written into a temporary directory and renamed into place."""
+        meta = self.meta(extra)
 
         def write(tmp: Path) -> None:
             tensors = {k: v.detach().contiguous().cpu() for k, v in self.state().items()}
@@ -109,20 +130,40 @@ class Learner(ABC):
 
     @classmethod
     def load(cls, path: str | Path, backbone, features=None) -> Learner:
+        """A saved learner. On `Learner` itself, the method is the one the file names; on a method's class, a
+        file of another method is refused."""
         path = Path(path)
         try:
             meta = json.loads((path / "learner.json").read_text())
             tensors = load_file(str(path / "weights.safetensors"))
         except (OSError, ValueError, SafetensorError) as e:
             raise LifelongError(f"{path}: cannot load learner ({e})") from None
+        if cls is Learner:
+            from . import get
+
+            return get(str(meta.get("method"))).load(path, backbone, features)
         if meta.get("method") != cls.name:
             raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
         if meta.get("backbone") != backbone.name:
             raise LifelongError(f"{path}: trained on backbone {meta.get('backbone')!r}, not {backbone.name!r}")
         learner = cls(backbone, config_from_dict(cls.Config, meta.get("config", {})), features)
         learner.num_classes = int(meta["num_classes"])
+        learner.class_names = [str(c) for c in meta.get("classes") or []]
         learner.load_state(tensors)
         return learner
+
+
+def _inputs_checked(method):
+    """A bare string is a sequence of characters: predicting on it would silently score each character."""
+
+    @functools.wraps(method)
+    def checked(self, inputs, *args, **kwargs):
+        if isinstance(inputs, (str, bytes)):
+            raise TypeError(f"{type(self).__name__}.{method.__name__} takes a sequence of inputs, not one "
+                            f"{type(inputs).__name__}; pass [text] for a single text")
+        return method(self, inputs, *args, **kwargs)
+
+    return checked
 
 
 def held_out(task: Task):

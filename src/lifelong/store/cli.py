@@ -122,7 +122,7 @@ def predict(
         raise LifelongError("nothing to classify: give --text or --file")
     loaded = ModelStore(model, device).load(version)
     for s in range(0, len(texts), 256):
-        for t, p in zip(texts[s : s + 256], loaded.predict(texts[s : s + 256], top_k)):
+        for t, p in zip(texts[s : s + 256], loaded.predict_top(texts[s : s + 256], top_k)):
             sys.stdout.write(json.dumps({"text": t, **p}) + "\n")
 
 

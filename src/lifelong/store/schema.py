@@ -87,6 +87,8 @@ class LearnerMeta(_Checked):
     config: dict[str, Any]
     backbone: StrictStr
     num_classes: Count | None = None
+    classes: list[StrictStr] | None = None
+    threshold: StrictFloat | None = None
     format: StrictInt | None = None
     backbone_sha256: StrictStr | None = None
     offsets: list[Count] | None = None

@@ -264,7 +264,7 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
         if not model.classes:
             raise HTTPException(409, "the model has learned no classes yet")
         with lock:
-            predictions = model.predict(request.texts, request.top_k)
+            predictions = model.predict_top(request.texts, request.top_k)
         return {"version": model.version, "predictions": predictions}
 
     @app.post("/learn")

@@ -36,6 +36,7 @@ from ..evaluation import accuracy, best_scores
 from ..data.rows import check_label, check_rows
 from ..io import fsync_dir as _fsync_dir
 from ..io import write_json
+from ..model import Model
 from . import schema
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class ModelStore:
                         Examples([], torch.empty(0, dtype=torch.long)), name or f"task{index}")
             t0 = time.perf_counter()
             model.learner.learn(task)
+            model.learner.class_names = class_names
             seconds = time.perf_counter() - t0
             threshold, metrics = parent["threshold"], None
             if calibration:
@@ -422,29 +424,3 @@ def _crash_point(name: str) -> None:
     """Fault injection for the durability tests: LIFELONG_CRASH_AT=name kills this process here (SIGKILL)."""
     if os.environ.get("LIFELONG_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
-
-
-class Model:
-    """One loaded version: predictions with class names, scores and out-of-scope rejection."""
-
-    def __init__(self, learner, classes: list[str], threshold: float | None, version: int):
-        self.learner, self.classes, self.threshold, self.version = learner, classes, threshold, version
-
-    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
-        if not self.classes:
-            raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
-        with torch.no_grad():
-            scores = self.learner.predict(list(texts))
-            confidence = self.learner.confidence(list(texts), scores).tolist()
-        self.learner.clear_cache()  # a server sees endless new texts: keep no per-text state
-        k = max(1, min(top_k, len(self.classes)))
-        values, index = scores.topk(k, dim=-1)
-        out = []
-        for c, v, i in zip(confidence, values.tolist(), index.tolist()):
-            rejected = self.threshold is not None and c < self.threshold
-            out.append({
-                "label": oos.OUT_OF_SCOPE if rejected else self.classes[i[0]],
-                "score": round(c, 6),
-                "top": [{"label": self.classes[c], "score": round(s, 6)} for s, c in zip(v, i)],
-            })
-        return out
