@@ -34,7 +34,7 @@ data:
 	fi
 
 demo: venv
-	$(BIN)/lifelong run --benchmark clinc150 --method adapters --seed 0 --out $(OUT)
+	$(BIN)/lifelong run --benchmark clinc150 --method adapters --seed 0 --out $(OUT) --overwrite
 
 # The issue-6 grid and its report (hours on a 2-core CPU; finished cells are skipped on a rerun).
 bench: venv data

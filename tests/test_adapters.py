@@ -164,12 +164,13 @@ def test_wrong_backbone_is_refused(saved, tmp_path):
 
 
 def test_bad_adapter_settings(enc):
-    for settings, msg in [({"adapter": "prefix"}, "unknown adapter 'prefix'"),
-                          ({"precision": "3bit"}, "unknown precision '3bit'"),
-                          ({"targets": "nothing"}, "no module of the top")]:
-        cfg = methods.config_from_dict(methods.get("adapters").Config, settings)
-        with pytest.raises(LifelongError, match=msg):
-            methods.get("adapters")(enc, cfg)
+    for settings, msg in [({"adapter": "prefix"}, "setting 'adapter': input should be 'lora' or 'bottleneck'"),
+                          ({"precision": "3bit"}, "setting 'precision': input should be '1bit'")]:
+        with pytest.raises(LifelongError, match=msg):  # checked with the settings, before a model is built
+            methods.config_from_dict(methods.get("adapters").Config, settings)
+    cfg = methods.config_from_dict(methods.get("adapters").Config, {"targets": "nothing"})
+    with pytest.raises(LifelongError, match="no module of the top"):
+        methods.get("adapters")(enc, cfg)
 
 
 def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):

@@ -106,7 +106,7 @@ def test_report_command_rebuilds_without_running(grid):
 
 
 @pytest.mark.parametrize("methods, needle", [("ncm,magic", "unknown method 'magic'"),
-                                             ("ncm,adapters:2bit", "unknown precision '2bit'"),
+                                             ("ncm,adapters:2bit", "setting 'precision'"),
                                              ("ncm,ncm", "both make the cell")])
 def test_bad_grid_fails_before_running_anything(tmp_path, intents_jsonl, methods, needle):
     out = tmp_path / "out"

@@ -161,4 +161,4 @@ def test_adapters_run_reports_file_bytes_and_routing(tiny_backbone, intents_json
 def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):
     proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "adapters",
                     "--precision", "2bit", "--backbone", tiny_backbone, "--out", tmp_path)
-    assert_one_line_error(proc, "unknown precision '2bit'")
+    assert_one_line_error(proc, "setting 'precision'", "'1bit', 'ternary', 'fp16' or 'fp32'", "'2bit'")

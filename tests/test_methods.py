@@ -26,8 +26,41 @@ def test_registry_and_settings():
     assert cfg.epochs == 3 and cfg.lr == 0.5
     with pytest.raises(LifelongError, match="unknown setting 'rank'"):
         methods.config_from_dict(methods.get("finetune").Config, {"rank": "4"})
-    with pytest.raises(LifelongError, match="cannot read 'many' as int"):
+    with pytest.raises(LifelongError, match="setting 'epochs': input should be a valid integer.*'many'"):
         methods.config_from_dict(methods.get("finetune").Config, {"epochs": "many"})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("refit_head", "flase", "valid boolean"),
+    ("top_k", "0", "greater than or equal to 1"),
+    ("epochs", "-1", "greater than or equal to 1"),
+    ("lr", "0", "greater than 0"),
+    ("blocks", "-2", "greater than or equal to 0"),
+    ("precision", "2bit", "'1bit', 'ternary', 'fp16' or 'fp32'"),
+    ("adapter", "prefix", "'lora' or 'bottleneck'"),
+    ("epochs", "2.5", "valid integer"),
+])
+def test_settings_are_checked_before_anything_runs(key, value, message):
+    with pytest.raises(LifelongError, match=f"setting '{key}': .*{message}"):
+        methods.config_from_dict(methods.get("adapters").Config, {key: value})
+
+
+def test_settings_parse_the_usual_spellings():
+    cfg = methods.config_from_dict(methods.get("adapters").Config,
+                                   {"refit_head": "no", "blocks": "0", "lr": "1e-3", "precision": "fp16"})
+    assert (cfg.refit_head, cfg.blocks, cfg.lr, cfg.precision) == (False, 0, 1e-3, "fp16")
+    assert methods.config_from_dict(methods.get("adapters").Config, {"refit_head": "True"}).refit_head is True
+    # JSON values (config files, learner.json) go through the same check
+    assert methods.config_from_dict(methods.get("adapters").Config, {"epochs": 3}).epochs == 3
+    with pytest.raises(LifelongError, match="setting 'epochs'"):
+        methods.config_from_dict(methods.get("adapters").Config, {"epochs": 0})
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_method_accepts_its_own_defaults(name):
+    cls = methods.get(name)
+    defaults = methods.settings(cls.Config)
+    assert methods.config_from_dict(cls.Config, {k: str(v) for k, v in defaults.items()}) == cls.Config()
 
 
 def test_ncm_with_real_minilm_separates_intents(minilm, stream):

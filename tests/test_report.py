@@ -160,3 +160,27 @@ def test_print_table(three):
     out = buf.getvalue()
     assert "Final average accuracy" in out and "94.33%" in out
     assert "22.5 KB" in out
+
+
+def test_report_compares_runs_and_folders_of_runs(tmp_path, tiny_backbone, intents_jsonl):
+    from test_cli import assert_one_line_error, lifelong
+
+    for name, extra in [("a/ncm", []), ("a/ranpac", ["--set", "projection=32"]), ("solo", [])]:
+        method = name.split("/")[-1] if "/" in name else "analytic"
+        proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", method,
+                        "--backbone", tiny_backbone, "--out", tmp_path / name, *extra)
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "compare"
+    proc = lifelong("report", tmp_path / "a", tmp_path / "solo", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "## intents" in md  # runs grouped by the benchmark they ran on
+    for label in ("ncm", "ranpac", "solo"):
+        assert f"| {label} |" in md
+    assert "](../a/ncm/accuracy_matrix.png)" in md  # links to each run's own heatmap
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64") >= 5  # curves, bytes plot and three matrices, embedded
+    proc = lifelong("report", tmp_path / "solo")
+    assert proc.returncode == 0 and (tmp_path / "solo" / "report.html").exists()
+    assert_one_line_error(lifelong("report", tmp_path / "a", tmp_path / "solo"), "needs --out")
+    assert_one_line_error(lifelong("report", tmp_path / "compare" / "intents"), "no results to report")

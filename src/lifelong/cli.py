@@ -31,28 +31,30 @@ from typing import Annotated
 
 import typer
 
-from .devices import DEVICE_HELP
+from . import __version__
 from .errors import LifelongError
-
-DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP, envvar="LIFELONG_DEVICE")]
+from .options import ConfigOption, DeviceOption, QuietOption, VerboseOption, parse_sets, setup_logging
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain click help: flags read `--oos / --no-oos`, not `--oos <bool>`
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Continual learning on frozen pretrained models: learn a stream of tasks without forgetting.",
 )
 log = logging.getLogger("lifelong")
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise LifelongError(f"--set {p!r}: expected KEY=VALUE")
-        k, v = p.split("=", 1)
-        out[k.strip().replace("-", "_")] = v.strip()
-    return out
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lifelong {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")] = False,
+) -> None:
+    """Continual learning on frozen pretrained models: learn a stream of tasks without forgetting."""
 
 
 @app.command()
@@ -80,15 +82,20 @@ def run(
     save: Annotated[bool, typer.Option(help="Save the final model to OUT/model (safetensors + JSON).")] = True,
     max_length: Annotated[int, typer.Option(help="Token limit per text (longer texts are truncated).")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs (default: none).", envvar="LIFELONG_CACHE")] = None,
-    oos: Annotated[bool, typer.Option("--oos", help="Also measure out-of-scope rejection after each task (benchmarks with out-of-scope queries: clinc150).")] = False,
+    oos: Annotated[bool, typer.Option("--oos/--no-oos", help="Also measure out-of-scope rejection after each task (benchmarks with out-of-scope queries: clinc150).")] = False,
     label: Annotated[str | None, typer.Option(help="Name of this run in plots and reports (default: the method).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in OUT (without it, a finished OUT is refused).")] = False,
+    log_: Annotated[str, typer.Option("--log", metavar="TRACKERS", help="Trackers beside OUT/metrics.csv, comma-separated: tensorboard (OUT/tensorboard), mlflow (the store MLFLOW_TRACKING_URI names); `pip install 'lifelong[tracking]'`.")] = "",
     device: DeviceOption = "auto",
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a continual-learning benchmark end to end: learn each task, evaluate on all seen tasks, write results."""
     from .experiment import Experiment
     from .report import print_table
 
-    values = _parse_sets(set_ or [])
+    values = parse_sets(set_ or [])
     flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "adapter": adapter, "precision": precision,
              "rank": rank, "blocks": blocks, "top_k": top_k}
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -96,8 +103,8 @@ def run(
                             classes_per_task=classes_per_task, task_field=task_field, tasks_file=tasks_file,
                             text_field=text_field, label_field=label_field, test_file=test_file,
                             max_length=max_length, cache_dir=cache_dir, oos=oos, save=save, label=label,
-                            device=device)
-    result = experiment.run(out)
+                            device=device, log=log_)
+    result = experiment.run(out, overwrite=overwrite)
     print_table(result)
     if oos:
         r = result["out_of_scope"]
@@ -125,6 +132,9 @@ def bench(
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
     save: Annotated[bool, typer.Option(help="Save each cell's final model to its model/.")] = True,
     device: DeviceOption = "auto",
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a grid of benchmarks x methods, one `lifelong run` per cell (finished cells are skipped), then the report."""
     from .bench import plan, run_grid, split_methods
@@ -132,7 +142,7 @@ def bench(
 
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
     specs = [m for s in (methods_ or ["ncm,finetune,joint,adapters:1bit,adapters:fp32"]) for m in split_methods(s)]
-    grid_settings = _parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
+    grid_settings = parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
     common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "task_field": task_field,
               "tasks_file": tasks_file, "text_field": text_field, "label_field": label_field,
               "max_length": max_length, "cache_dir": cache_dir, "save": save, "device": device}
@@ -154,12 +164,13 @@ def bench(
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Argument(help="A `lifelong bench` directory.")],
+    paths: Annotated[list[Path], typer.Argument(help="Runs (a folder with results.json), folders of runs, or `lifelong bench` directories.")],
+    out: Annotated[Path | None, typer.Option(help="Where report.md, report.html and the plots go (default: the one folder given).")] = None,
 ) -> None:
-    """Rebuild DIR/report.md and DIR/report.html from the finished cells of a bench directory; runs nothing."""
+    """Compare finished runs in one report.md and report.html (runs grouped by benchmark); runs nothing."""
     from .report import write_report
 
-    md, page = write_report(out)
+    md, page = write_report(*paths, out=out)
     typer.echo(f"wrote {md} and {page}")
 
 
@@ -185,9 +196,7 @@ _register_store_commands(app)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    setup_logging()
     try:
         app()
     except LifelongError as e:

@@ -116,7 +116,9 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         eval_seconds.append(time.perf_counter() - t0)
         stored.append(learner.stored_bytes())
         peaks.append(peak_memory_mb())
-        row = {"task": i, "accuracy": R[i][: i + 1], "seconds": seconds[-1], "stored_bytes": stored[-1]}
+        row = {"task": i, "accuracy": R[i][: i + 1], "seconds": seconds[-1], "stored_bytes": stored[-1],
+               "eval_seconds": eval_seconds[-1], "peak_memory_mb": peaks[-1],
+               "routing_accuracy": routing[-1] if by_class else None}
         if with_oos:
             row["out_of_scope"] = rejections[-1]
         if on_task_end:

@@ -14,6 +14,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import LifelongError
+from .methods.settings import Positive
+
 log = logging.getLogger("lifelong")
 
 
@@ -45,18 +50,29 @@ class Experiment:
     seed: int = 0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     backbone: str | None = None
-    classes_per_task: int | None = None
+    classes_per_task: Positive | None = None
     text_field: str = "text"
     label_field: str = "label"
     test_file: str | None = None
     task_field: str | None = None  # a data file's tasks from this field of its rows
     tasks_file: str | None = None  # or from a JSON file of class lists (`--tasks`)
-    max_length: int = 128
+    max_length: Positive = 128
     cache_dir: Path | None = None
     oos: bool = False
     save: bool = True
     label: str | None = None  # the run's name in plots and reports (default: the method)
     device: str = "auto"  # where the backbone runs: auto | cpu | cuda | mps (devices.py)
+    log: str = ""  # trackers beside metrics.csv, comma-separated: tensorboard, mlflow (tracking.py)
+
+    def check_options(self) -> None:
+        """The run's own options by type and range (a method's settings are checked by `config`)."""
+        try:
+            TypeAdapter(Experiment).validate_python(dataclasses.asdict(self))
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err["loc"])
+            raise LifelongError(f"option {key!r}: {err['msg'][0].lower()}{err['msg'][1:]} "
+                                f"(got {err.get('input')!r})") from None
 
     def config(self):
         """(learner class, its config); a LifelongError names an unknown method or a bad setting."""
@@ -74,8 +90,11 @@ class Experiment:
         from .adapters.quant import check_precision
         from .data.benchmarks import check_benchmark
         from .devices import resolve_device
+        from .tracking import check as check_trackers
 
         resolve_device(self.device)
+        check_trackers(self.log.split(","))
+        self.check_options()
         _, config = self.config()
         if isinstance(getattr(config, "precision", None), str):
             check_precision(config.precision)
@@ -88,7 +107,7 @@ class Experiment:
                 "--text-field", self.text_field, "--label-field", self.label_field, "--device", self.device]
         optional = {"--backbone": self.backbone, "--classes-per-task": self.classes_per_task,
                     "--task-field": self.task_field, "--tasks": self.tasks_file, "--test-file": self.test_file,
-                    "--cache-dir": self.cache_dir, "--label": self.label}
+                    "--cache-dir": self.cache_dir, "--label": self.label, "--log": self.log or None}
         args += [x for flag, value in optional.items() if value is not None for x in (flag, str(value))]
         args += ["--oos"] if self.oos else []
         args += [] if self.save else ["--no-save"]
@@ -96,8 +115,9 @@ class Experiment:
             args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
         return args
 
-    def run(self, out: Path) -> dict:
-        """Learn the stream task by task and write out/: model/, the plots, summary.md and, last, results.json."""
+    def run(self, out: Path, overwrite: bool = False) -> dict:
+        """Learn the stream task by task and write out/: model/, the plots, summary.md and, last, results.json.
+        A finished run in `out` (its results.json) is refused unless `overwrite`."""
         import torch
 
         from . import evaluation
@@ -111,13 +131,21 @@ class Experiment:
         from .data import load_stream
         from .io import write_json, write_text
         from .report import accuracy_curve, accuracy_heatmap, markdown
+        from .tracking import check as check_trackers
+        from .tracking import trackers
 
         set_threads()
+        out = Path(out)
+        if (out / "results.json").exists() and not overwrite:
+            raise LifelongError(f"{out}: holds a finished run; choose another --out, or pass --overwrite")
+        self.check_options()
+        check_trackers(self.log.split(","))
         learner_cls, config = self.config()
         # before out/ exists, so bad data (or a bad tasks file) leaves nothing behind
         stream = load_stream(self.benchmark, self.seed, self.classes_per_task, self.text_field, self.label_field,
                              self.test_file, self.task_field, self.tasks_file)
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
+        (out / "results.json").unlink(missing_ok=True)  # overwriting: the folder is not a finished run until the end
 
         torch.manual_seed(self.seed)
         backbone = self.backbone or default_backbone(stream)
@@ -126,11 +154,16 @@ class Experiment:
         check_modality(encoder, stream)
         features = FeatureCache(encoder, self.cache_dir)
         learner = learner_cls(encoder, config, features)
+        options = {**{k: v for k, v in dataclasses.asdict(self).items() if k != "settings"},
+                   "backbone": backbone, "settings": dataclasses.asdict(config)}
+        tracked = trackers(self.log.split(","), out, options)
 
         def progress(i, row):
             acc = sum(row["accuracy"]) / len(row["accuracy"])
             log.info("after task %d: average accuracy %.4f, learn %.1fs", i + 1, acc, row["seconds"])
             features.save()
+            for tracker in tracked:
+                tracker.log_task(i, stream.tasks[i].name, row)
 
         result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=self.oos)
         result["chosen"] = learner.chosen()  # settings chosen on held-out data inside learn
@@ -152,6 +185,10 @@ class Experiment:
                 "text_field": self.text_field,
                 "label_field": self.label_field,
                 "test_file": self.test_file,
+                "oos": self.oos,
+                "label": self.label,
+                "save": self.save,
+                "log": self.log,
                 "settings": dataclasses.asdict(config),
                 "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
             },
@@ -167,4 +204,6 @@ class Experiment:
         accuracy_heatmap(result, out / "accuracy_matrix.png")
         write_text(out / "summary.md", markdown(result))
         write_json(out / "results.json", result)  # last: its presence means the run finished
+        for tracker in tracked:
+            tracker.finish(result)
         return result

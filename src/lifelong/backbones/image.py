@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..devices import resolve_device
 from ..errors import LifelongError
+from ..progress import Progress
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -115,7 +115,7 @@ class ImageEncoder(nn.Module):
     def _groups(self, images, progress: bool = False, desc: str = "embed"):
         """(indices, pixel batch) over all images: batches of `batch_size`, split by image size."""
         images = _rows(images)
-        bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+        bar = Progress(len(images), desc, "images", enabled=progress)
         for s in range(0, len(images), self.batch_size):
             part = [_read(images[i]) for i in range(s, min(s + self.batch_size, len(images)))]
             by_size: dict[tuple, list[int]] = {}

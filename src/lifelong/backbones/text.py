@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..devices import resolve_device
 from ..errors import LifelongError
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class TextEncoder(nn.Module):
         was_training = self.model.training
         self.model.eval()
         out = torch.empty(len(texts), self.dim)
-        bar = tqdm(total=len(texts), desc="embed", unit="ex", disable=not progress, leave=False)
+        bar = Progress(len(texts), "embed", "texts", enabled=progress)
         for idx, batch in self._length_sorted_batches(texts):
             out[idx] = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).float().cpu()
             bar.update(len(idx))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import LifelongError
-from .base import Learner, config_from_dict, settings
+from .base import Learner
+from .settings import config_from_dict, settings
 
 METHODS: dict[str, type[Learner]] = {}
 

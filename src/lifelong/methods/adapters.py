@@ -35,24 +35,26 @@ from ..data.task import Examples
 from ..errors import LifelongError
 from ..io import atomic_dir
 from . import register
-from .base import Learner, config_from_dict, held_out
+from .base import Learner, held_out
+from .settings import config_from_dict
 from .gaussian import SHRINKAGES, GaussianClassModel
 from .training import fit
+from .settings import AdapterKind, Count, Positive, PositiveFloat, Precision
 
 
 @dataclass
 class AdapterTrainConfig:
     """Settings of one trained adapter and its task head (shared by `adapters` and `aper`)."""
 
-    adapter: str = "lora"  # lora | bottleneck
-    precision: str = "1bit"  # 1bit | ternary | fp16 | fp32
-    rank: int = 8  # LoRA rank or bottleneck width
-    alpha: float = 16.0
+    adapter: AdapterKind = "lora"  # lora | bottleneck
+    precision: Precision = "1bit"  # 1bit | ternary | fp16 | fp32
+    rank: Positive = 8  # LoRA rank or bottleneck width
+    alpha: PositiveFloat = 16.0
     targets: str = "query,value"  # LoRA target linear layers, comma-separated
-    blocks: int = 2  # adapt the top N blocks (0: all)
-    epochs: int = 6
-    lr: float = 3e-3
-    batch_size: int = 32
+    blocks: Count = 2  # adapt the top N blocks (0: all)
+    epochs: Positive = 6
+    lr: PositiveFloat = 3e-3
+    batch_size: Positive = 32
     seed: int = 0
 
     def adapter_config(self) -> AdapterConfig:
@@ -67,8 +69,8 @@ def parse_targets(targets: str) -> list[str]:
 
 @dataclass
 class AdaptersConfig(AdapterTrainConfig):
-    top_k: int = 2  # tasks whose adapters run per query
-    max_dim: int = 960  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
+    top_k: Positive = 2  # tasks whose adapters run per query
+    max_dim: Count = 960  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see refit)
 
 

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from . import register
 from .base import Learner
 from .ridge import RandomExpansion, one_hot
+from .settings import Count, PositiveFloat
 
 
 @dataclass
 class AnalyticConfig:
-    projection: int = 2048  # random expansion width (0: frozen features as they are)
-    gamma: float = 10.0  # ridge strength
+    projection: Count = 2048  # random expansion width (0: frozen features as they are)
+    gamma: PositiveFloat = 10.0  # ridge strength
     seed: int = 0
 
 

@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..data.task import Task
 from ..errors import LifelongError
 from ..io import atomic_dir
+from .settings import config_from_dict
 
 
 @dataclasses.dataclass
@@ -177,28 +178,3 @@ def held_out(task: Task):
         rank[rows] = torch.arange(1, len(rows) + 1)
     held = rank % 10 == 0
     return task.train.select((~held).nonzero().flatten().tolist()), task.train.select(held.nonzero().flatten().tolist())
-
-
-def config_from_dict(config_cls: type, values: dict[str, Any]):
-    """Build a method's config dataclass from strings or JSON values, naming any unknown or bad setting."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            allowed = ", ".join(fields) or "none"
-            raise LifelongError(f"unknown setting {key!r} for this method (settings: {allowed})")
-        default = getattr(config_cls(), key)
-        try:
-            if isinstance(value, str) and not isinstance(default, str):
-                if isinstance(default, bool):
-                    value = value.lower() in ("1", "true", "yes", "on")
-                else:
-                    value = type(default)(value) if default is not None else json.loads(value)
-        except ValueError:
-            raise LifelongError(f"setting {key!r}: cannot read {value!r} as {type(default).__name__}") from None
-        kwargs[key] = value
-    return config_cls(**kwargs)
-
-
-def settings(config_cls: type) -> dict[str, Any]:
-    return {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}

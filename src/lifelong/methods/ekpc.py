@@ -37,21 +37,22 @@ from .adapters import (
 from .base import Learner
 from .ncm import class_means
 from .ridge import ridge_solve
+from .settings import AdapterKind, Count, NonNegative, Positive, PositiveFloat
 
 
 @dataclass
 class EKPCConfig:
-    adapter: str = "lora"  # lora | bottleneck, one shared across tasks (fp32)
-    rank: int = 8
-    alpha: float = 16.0
+    adapter: AdapterKind = "lora"  # lora | bottleneck, one shared across tasks (fp32)
+    rank: Positive = 8
+    alpha: PositiveFloat = 16.0
     targets: str = "query,value"
-    blocks: int = 2
-    epochs: int = 5
-    lr: float = 3e-3
-    batch_size: int = 32
-    strength: float = 1.0  # IPR: weight of the importance-weighted pull towards the previous adapter
-    importance_batches: int = 50  # mini-batches of a task used to measure importance
-    drift_ridge: float = 0.1  # TSDC: ridge (relative to the feature energy) shrinking the drift map towards none
+    blocks: Count = 2
+    epochs: Positive = 5
+    lr: PositiveFloat = 3e-3
+    batch_size: Positive = 32
+    strength: NonNegative = 1.0  # IPR: weight of the importance-weighted pull towards the previous adapter
+    importance_batches: Positive = 50  # mini-batches of a task used to measure importance
+    drift_ridge: NonNegative = 0.1  # TSDC: ridge (relative to the feature energy) shrinking the drift map towards none
     seed: int = 0
 
     def adapter_config(self) -> AdapterConfig:

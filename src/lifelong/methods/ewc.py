@@ -10,12 +10,13 @@ import torch.nn.functional as F
 
 from . import register
 from .l2 import L2, L2Config
+from .settings import NonNegative, Positive
 
 
 @dataclass
 class EWCConfig(L2Config):
-    strength: float = 1000.0
-    fisher_batches: int = 50  # mini-batches of the task used to estimate the Fisher diagonal
+    strength: NonNegative = 1000.0
+    fisher_batches: Positive = 50  # mini-batches of the task used to estimate the Fisher diagonal
 
 
 @register

@@ -16,14 +16,15 @@ from torch import nn
 from . import register
 from .base import Learner
 from .training import fit
+from .settings import Positive, PositiveFloat
 
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 2
-    lr: float = 2e-5  # backbone
-    head_lr: float = 1e-3
-    batch_size: int = 32
+    epochs: Positive = 2
+    lr: PositiveFloat = 2e-5  # backbone
+    head_lr: PositiveFloat = 1e-3
+    batch_size: Positive = 32
     seed: int = 0
 
 

@@ -26,18 +26,19 @@ from . import register
 from .adapters import SplitCache, fit_top, new_class_offset, parse_targets, top_features
 from .base import Learner
 from .finetune import grow_head
+from .settings import Count, Fraction, Positive, PositiveFloat
 
 
 @dataclass
 class InfLoRAConfig:
-    rank: int = 8
-    alpha: float = 16.0  # the update is (alpha / rank) * B A
+    rank: Positive = 8
+    alpha: PositiveFloat = 16.0  # the update is (alpha / rank) * B A
     targets: str = "query,value"
-    blocks: int = 2  # LoRA in the top N blocks (0: all)
-    threshold: float = 0.95  # fraction of each task's input energy whose subspace is protected from later tasks
-    epochs: int = 5
-    lr: float = 3e-3
-    batch_size: int = 32
+    blocks: Count = 2  # LoRA in the top N blocks (0: all)
+    threshold: Fraction = 0.95  # fraction of each task's input energy whose subspace is protected from later tasks
+    epochs: Positive = 5
+    lr: PositiveFloat = 3e-3
+    batch_size: Positive = 32
     seed: int = 0
 
     def adapter_config(self) -> AdapterConfig:

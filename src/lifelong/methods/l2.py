@@ -11,11 +11,12 @@ import torch
 from ..devices import module_device
 from . import register
 from .finetune import Finetune, FinetuneConfig
+from .settings import NonNegative
 
 
 @dataclass
 class L2Config(FinetuneConfig):
-    strength: float = 1.0  # lambda: penalty = lambda * sum_i w_i (theta_i - anchor_i)^2
+    strength: NonNegative = 1.0  # lambda: penalty = lambda * sum_i w_i (theta_i - anchor_i)^2
 
 
 @register

@@ -16,11 +16,12 @@ import torch
 from . import register
 from .base import Learner, held_out
 from .gaussian import SHRINKAGES, GaussianClassModel
+from .settings import Count
 
 
 @dataclass
 class LDAConfig:
-    max_dim: int = 960  # wider features are randomly projected to this width first (bounds the shared covariance)
+    max_dim: Count = 960  # wider features are randomly projected to this width first (bounds the shared covariance)
     seed: int = 0
 
 

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 
 from . import register
 from .finetune import Finetune, FinetuneConfig
+from .settings import NonNegative, PositiveFloat
 
 
 @dataclass
 class LwFConfig(FinetuneConfig):
-    alpha: float = 1.0  # weight of the distillation term
-    temperature: float = 2.0
+    alpha: NonNegative = 1.0  # weight of the distillation term
+    temperature: PositiveFloat = 2.0
 
 
 def distillation(old_logits: torch.Tensor, new_logits: torch.Tensor, temperature: float) -> torch.Tensor:

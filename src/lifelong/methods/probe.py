@@ -16,12 +16,13 @@ import torch.nn.functional as F
 
 from . import register
 from .base import Learner, held_out
+from .settings import Positive
 
 
 @dataclass
 class ProbeConfig:
     l2: str = "1e-5,1e-4,1e-3,1e-2"  # candidate strengths (times the squared weight norm); best on held-out data
-    max_iter: int = 200  # L-BFGS iterations per fit
+    max_iter: Positive = 200  # L-BFGS iterations per fit
 
 
 @register

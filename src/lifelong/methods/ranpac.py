@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from . import register
 from .base import Learner, held_out
 from .ridge import RandomExpansion, one_hot, ridge_solve
+from .settings import Count
 
 
 @dataclass
 class RanPACConfig:
-    projection: int = 2048  # random features (0: use the frozen features as they are)
+    projection: Count = 2048  # random features (0: use the frozen features as they are)
     ridges: str = "1e-2,1e-1,1,10,100,1000,10000"  # candidates; the best on held-out data is used
     seed: int = 0
 

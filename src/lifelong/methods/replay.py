@@ -10,11 +10,12 @@ import torch
 from ..data.task import Examples
 from . import register
 from .finetune import Finetune, FinetuneConfig
+from .settings import Count
 
 
 @dataclass
 class ReplayConfig(FinetuneConfig):
-    buffer: int = 1000  # examples kept over all classes
+    buffer: Count = 1000  # examples kept over all classes
 
 
 def balanced(examples: Examples, size: int, seed: int) -> Examples:

@@ -29,20 +29,21 @@ from .adapters import SplitCache, fit_top, new_class_offset, top_features
 from .base import Learner
 from .finetune import grow_head
 from .training import fit
+from .settings import Count, NonNegative, Positive, PositiveFloat
 
 
 @dataclass
 class SLCAConfig:
-    blocks: int = 2  # train the top N transformer blocks (0: all, as in the paper)
-    epochs: int = 3
-    lr: float = 3e-3  # head
-    slow: float = 0.01  # backbone learning rate = slow * lr
-    batch_size: int = 32
-    cov_rank: int = 4  # principal directions kept per class (0: diagonal covariance)
-    align_samples: int = 256  # pseudo-features per class for classifier alignment
-    align_epochs: int = 5
-    align_lr: float = 1e-3
-    logit_norm: float = 0.1  # temperature of the normalised logits during alignment (0: plain logits)
+    blocks: Count = 2  # train the top N transformer blocks (0: all, as in the paper)
+    epochs: Positive = 3
+    lr: PositiveFloat = 3e-3  # head
+    slow: NonNegative = 0.01  # backbone learning rate = slow * lr
+    batch_size: Positive = 32
+    cov_rank: Count = 4  # principal directions kept per class (0: diagonal covariance)
+    align_samples: Positive = 256  # pseudo-features per class for classifier alignment
+    align_epochs: Positive = 5
+    align_lr: PositiveFloat = 1e-3
+    logit_norm: NonNegative = 0.1  # temperature of the normalised logits during alignment (0: plain logits)
     seed: int = 0
 
 

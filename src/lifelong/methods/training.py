@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.task import Examples
+from ..progress import Progress
 
 POOL = 16  # batches per length-sorted pool (see the module docstring)
 
@@ -49,7 +49,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     n = len(examples)
     steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
+    bar = Progress(steps, desc, "steps")
     history = []
     for _ in range(epochs):
         total = 0.0
@@ -60,8 +60,7 @@ def fit(
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1, loss=f"{loss.item():.3f}")
         history.append(total / max(n, 1))
     bar.close()
     return history

@@ -9,11 +9,10 @@ from typing import Annotated
 
 import typer
 
-from ..devices import DEVICE_HELP
 from ..errors import LifelongError
+from ..options import ConfigOption, DeviceOption, QuietOption, VerboseOption, parse_sets
 
 Model = Annotated[Path, typer.Argument(help="Model directory.")]
-DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP, envvar="LIFELONG_DEVICE")]
 
 
 def init(
@@ -25,9 +24,10 @@ def init(
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
     from_run: Annotated[Path | None, typer.Option(help="Start from a finished `lifelong run` directory: its model becomes version 1.")] = None,
     device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Create an empty model (version 0) with a backbone and a method, or one holding a finished run."""
-    from ..cli import _parse_sets
     from .store import ModelStore
 
     if from_run is not None:
@@ -36,7 +36,7 @@ def init(
         typer.echo(f"created {model}: version 1 holds {sum(len(t['classes']) for t in entry['tasks'])} classes "
                    f"from {from_run}")
         return
-    values = _parse_sets(set_ or [])
+    values = parse_sets(set_ or [])
     if precision is not None:
         values["precision"] = precision
     ModelStore.init(model, backbone, method, values, max_length, device)
@@ -54,7 +54,11 @@ def learn(
     holdout: Annotated[float, typer.Option(help="Without --eval: fraction of the new data held out to calibrate the threshold (0: none).")] = 0.1,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another learn on the same model.")] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for the hold-out.")] = 0,
+    min_examples: Annotated[int, typer.Option(min=1, help="Refuse a class with fewer training examples than this.")] = 5,
     device: DeviceOption = "auto",
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Learn the classes in DATA as the next task: a new version, the older ones kept."""
     from ..backbones.text import set_threads
@@ -66,12 +70,16 @@ def learn(
         raise LifelongError(f"--holdout must be in [0, 1), got {holdout}")
     rows = [(t, c) for _, t, c, *_ in read_rows(data, text_field, label_field, None)]
     held = [(t, c) for _, t, c, *_ in read_rows(eval_, text_field, label_field, None)] if eval_ else None
-    entry = ModelStore(model, device).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data))
+    entry = ModelStore(model, device).learn(rows, name, held, oos_label, holdout, seed, wait, source=str(data),
+                                            min_examples=min_examples)
     task = entry["tasks"][-1]
     typer.echo(f"version {entry['version']}: learned {len(task['classes'])} classes from {task['train_examples']} "
                f"examples in {entry['learn_seconds']:.1f}s; {entry['new_bytes']:,} new bytes")
     if entry["metrics"]:
         typer.echo(_held_out_line(entry["metrics"]))
+    else:
+        typer.echo(f"no held-out rows: threshold {entry['threshold']} is not calibrated for the new classes "
+                   f"(`lifelong calibrate {model} --eval FILE` sets it)")
 
 
 def _held_out_line(m: dict) -> str:
@@ -88,6 +96,8 @@ def calibrate(
     oos_label: Annotated[str, typer.Option(help="Label of out-of-scope rows.")] = "oos",
     wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 60.0,
     device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Set the out-of-scope threshold anew from held-out data: a new version, same weights (hard links)."""
     from ..backbones.text import set_threads
@@ -109,6 +119,8 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Labels returned per text.")] = 1,
     version: Annotated[int | None, typer.Option(help="Version to use (default: current).")] = None,
     device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Classify texts; prints one JSON object per text (label `out_of_scope` below the threshold)."""
     from ..backbones.text import set_threads
@@ -174,7 +186,7 @@ def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Pri
         mark = " (current)" if e["version"] == manifest["current"] else ""
         table.add_row(f"{e['version']}{mark}", e["created"], str(e["parent"]), str(len(e["tasks"])),
                       str(sum(len(t["classes"]) for t in e["tasks"])), human_bytes(e["bytes"]),
-                      human_bytes(e["new_bytes"]), _fmt(e["threshold"]), _fmt(m.get("in_scope_accuracy")),
+                      human_bytes(e["new_bytes"]), _threshold(e), _fmt(m.get("in_scope_accuracy")),
                       _fmt(m.get("oos_recall")))
     console.print(table)
     for t in entry["tasks"]:
@@ -198,6 +210,13 @@ def _check(store, manifest: dict) -> None:
         raise LifelongError(f"{store.path}: {len(damaged)} damaged version(s): {', '.join(damaged)}")
 
 
+def _threshold(entry: dict) -> str:
+    """A threshold that was carried over without held-out data is shown as such."""
+    if entry.get("calibrated", True) or entry["version"] == 0:
+        return _fmt(entry["threshold"])
+    return f"{_fmt(entry['threshold'])} (not calibrated)"
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -216,6 +235,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     learn_token: Annotated[str | None, typer.Option(help="Enable POST /learn for requests bearing this token.", envvar="LIFELONG_LEARN_TOKEN")] = None,
     device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
     from ..backbones.text import set_threads

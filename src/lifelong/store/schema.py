@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from ..errors import LifelongError
 
@@ -45,6 +45,7 @@ class VersionEntry(_Checked):
     parent: Count | None
     tasks: list[TaskEntry]
     threshold: Number | None
+    calibrated: StrictBool | None = None  # False: the threshold was carried over without held-out data
     metrics: dict[str, Any] | None
     files: dict[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")], Digest]
     bytes: Count
@@ -88,7 +89,7 @@ class LearnerMeta(_Checked):
     backbone: StrictStr
     num_classes: Count | None = None
     classes: list[StrictStr] | None = None
-    threshold: StrictFloat | None = None
+    threshold: Number | None = None
     format: StrictInt | None = None
     backbone_sha256: StrictStr | None = None
     offsets: list[Count] | None = None

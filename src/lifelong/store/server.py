@@ -12,6 +12,7 @@ is serialised: the backbone already uses every core it is given, so concurrent r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -62,6 +63,34 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     texts: list[Text] = Field(min_length=1, max_length=MAX_BATCH)
     top_k: int = Field(default=1, ge=1, le=20)
+
+
+class TopClass(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="The predicted class, or `out_of_scope` when `score` is below the threshold.")
+    score: float = Field(description="The confidence the out-of-scope threshold is compared with: the method's own "
+                                     "measure of being in scope, not necessarily the top class's score.")
+    top: list[TopClass] = Field(description="The `top_k` classes and their class scores, best first.")
+
+
+class PredictResponse(BaseModel):
+    version: int
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+    version: int
+
+
+class LearnResponse(BaseModel):
+    version: int
+    threshold: float | None
+    metrics: dict | None
 
 
 class Example(BaseModel):
@@ -187,10 +216,21 @@ class TimedH11(H11Protocol):
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn on the root logger (one log format with the CLI); prints one line once the socket listens."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", http=TimedH11, timeout_keep_alive=5,
-                h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(f"lifelong: serving {app.state.model_path} on http://{host}:{port} "
+                      f"(version {app.state.version()}); /health answers, /openapi.json describes the API",
+                      flush=True)
+
+    logging.getLogger("uvicorn").setLevel(logging.getLogger("lifelong").getEffectiveLevel())
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, http=TimedH11, timeout_keep_alive=5,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    Server(config).run()
 
 
 def create_app(path, learn_token: str | None = None, device: str = "auto") -> FastAPI:
@@ -200,8 +240,18 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
     resolve_device(device)  # an absent GPU fails at start, in one line
     store = ModelStore(path, device)
     store.manifest()  # fail at start, with one line, if this is not a model
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        """Load the backbone and the current version before the first request, not during it."""
+        model = current()
+        log.info("ready: %s, version %s, %d classes", store.path, model.version, len(model.classes))
+        yield
+
+    # no /docs or /redoc: their pages load scripts from a CDN and are blank offline; /openapi.json is served
     app = FastAPI(title="lifelong", description="A continually learning classifier: predict, learn, inspect.",
-                  default_response_class=SafeJSON)
+                  default_response_class=SafeJSON, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.model_path = str(store.path)
+    app.state.version = lambda: store.manifest()["current"]
     app.add_middleware(Gate, limits={"/learn": MAX_LEARN_BODY}, default=MAX_PREDICT_BODY, learn_token=learn_token,
                        timeout=BODY_TIMEOUT)
     lock = threading.Lock()
@@ -239,7 +289,7 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
             return loaded["model"]
 
     @app.get("/health")
-    def health() -> dict:
+    def health() -> Health:
         return {"status": "ok", "version": store.manifest()["current"]}
 
     @app.get("/info")
@@ -253,13 +303,14 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
             "current": manifest["current"],
             "classes": [{"name": c, "task": t["name"], "version": t["version"]} for t in entry["tasks"] for c in t["classes"]],
             "threshold": entry["threshold"],
-            "versions": [{k: e.get(k) for k in ("version", "created", "parent", "bytes", "new_bytes", "metrics")}
+            "versions": [{k: e.get(k) for k in ("version", "created", "parent", "bytes", "new_bytes", "threshold", "calibrated",
+                                                 "metrics")}
                          | {"tasks": len(e["tasks"])} for e in manifest["versions"]],
             "learn_enabled": learn_token is not None,
         }
 
     @app.post("/predict")
-    def predict(request: PredictRequest) -> dict:
+    def predict(request: PredictRequest) -> PredictResponse:
         model = current()
         if not model.classes:
             raise HTTPException(409, "the model has learned no classes yet")
@@ -268,7 +319,7 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
         return {"version": model.version, "predictions": predictions}
 
     @app.post("/learn")
-    def learn(request: LearnRequest) -> dict:
+    def learn(request: LearnRequest) -> LearnResponse:
         """The token was checked by `Gate` before the body was read."""
         rows = [(e.text, e.label) for e in request.examples]
         held = [(e.text, e.label) for e in request.held_out] if request.held_out else None

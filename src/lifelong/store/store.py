@@ -134,6 +134,7 @@ class ModelStore:
             "tasks": [{"name": n, "classes": c, "version": 1, "train_examples": None, "source": str(run)}
                       for n, c in zip(result["task_names"], config["task_classes"])],
             "threshold": rejection["threshold"] if rejection else None,
+            "calibrated": bool(rejection),
             "metrics": {**(rejection or {}), "final_accuracy": result["final_accuracy"], "on": "test split of the run"},
             "learn_seconds": round(sum(result["seconds_per_task"]), 3),
         }
@@ -263,11 +264,14 @@ class ModelStore:
 
     def learn(self, rows: list[tuple[str, str]], name: str = "", calibration: list[tuple[str, str]] | None = None,
               oos_label: str = "oos", holdout: float = 0.1, seed: int = 0, wait: float = 60.0,
-              source: str = "data") -> dict:
+              source: str = "data", min_examples: int = 5) -> dict:
         """Learn the classes in `rows` (text, label) as the next task; returns the new version's entry.
 
         `calibration` (held-out rows: known classes, and `oos_label` for out-of-scope) sets the rejection threshold
-        and the metrics recorded; without it a stratified `holdout` fraction of `rows` is held out for that.
+        and the metrics recorded; without it a stratified `holdout` fraction of `rows` is held out for that. With
+        neither, the version keeps its parent's threshold and is marked `calibrated: false`. A class with fewer
+        than `min_examples` rows is refused: a class learned from one example is a class the server would answer
+        with on the next request.
         """
         from ..data.files import hold_out
 
@@ -288,6 +292,14 @@ class ModelStore:
             new_classes = list(dict.fromkeys(label for _, label in rows))
             if not new_classes:
                 raise LifelongError(f"{source}: no training rows")
+            counts = {c: 0 for c in new_classes}
+            for _, label in rows:
+                counts[label] += 1
+            few = [f"{c!r} ({n})" for c, n in counts.items() if n < min_examples]
+            if few:
+                raise LifelongError(f"{source}: {len(few)} class(es) with fewer than {min_examples} examples: "
+                                    f"{', '.join(few[:5])}{' ...' if len(few) > 5 else ''}; add examples, or "
+                                    "lower the minimum (--min-examples)")
             if calibration is None and holdout > 0:
                 rows, calibration = hold_out(rows, holdout, seed)
             class_names = model.classes + new_classes
@@ -303,6 +315,9 @@ class ModelStore:
             threshold, metrics = parent["threshold"], None
             if calibration:
                 threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
+            else:
+                log.warning("%s: no held-out rows, so the threshold (%s) is not calibrated for the new classes; "
+                            "set it with `lifelong calibrate`", source, threshold)
             version = max(e["version"] for e in manifest["versions"]) + 1
             entry = {
                 "version": version,
@@ -311,6 +326,7 @@ class ModelStore:
                 "tasks": parent["tasks"] + [{"name": task.name, "classes": new_classes, "version": version,
                                              "train_examples": len(rows), "source": source}],
                 "threshold": threshold,
+                "calibrated": bool(calibration),
                 "metrics": metrics,
                 "learn_seconds": round(seconds, 3),
             }
@@ -331,7 +347,7 @@ class ModelStore:
             threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
             version = max(e["version"] for e in manifest["versions"]) + 1
             entry = {"version": version, "created": _now(), "parent": parent["version"], "tasks": parent["tasks"],
-                     "threshold": threshold, "metrics": metrics, "learn_seconds": 0.0}
+                     "threshold": threshold, "calibrated": True, "metrics": metrics, "learn_seconds": 0.0}
             return self._commit(manifest, model.learner, entry, parent)
 
     def _commit(self, manifest: dict, learner, entry: dict, parent: dict) -> dict:
