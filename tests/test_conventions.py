@@ -112,3 +112,21 @@ def test_learn_refuses_a_class_with_too_few_examples(tmp_path, tiny_backbone):
     proc = lifelong("learn", model, "--data", good)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((model / "manifest.json").read_text())["versions"][-1]["calibrated"] is True
+
+
+def test_bench_and_learn_take_a_config_file(tmp_path, tiny_backbone, intents_jsonl):
+    config = tmp_path / "grid.json"
+    config.write_text(json.dumps({"benchmarks": str(intents_jsonl), "methods": ["ncm", "lda"], "classes_per_task": 2,
+                                  "backbone": tiny_backbone}))
+    out = tmp_path / "grid"
+    proc = lifelong("bench", "--config", config, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.parent.name for p in out.glob("*/*/results.json")) == ["lda", "ncm"]
+    model = tmp_path / "m"
+    assert lifelong("init", model, "--backbone", tiny_backbone, "--method", "ncm").returncode == 0
+    data = _write(tmp_path / "t.jsonl", [r for r in intent_rows() if r["label"] in ("weather", "pay_bill")])
+    learn = tmp_path / "learn.yaml"
+    learn.write_text(f"data: {data}\nname: first\nholdout: 0\n")
+    proc = lifelong("learn", model, "--config", learn)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((model / "manifest.json").read_text())["versions"][-1]["tasks"][0]["name"] == "first"

@@ -132,3 +132,16 @@ def test_real_uvicorn_on_loopback(served):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    output = proc.stdout.read().decode()
+    assert f"lifelong: serving {served} on http://127.0.0.1:{port} (version 1)" in output  # printed once listening
+    assert "INFO lifelong.store.server: ready:" in output  # the CLI's log format, for the server's lines too
+    assert "INFO uvicorn.error:" in output or "INFO uvicorn" in output
+
+
+def test_openapi_describes_responses_and_docs_are_off(client):
+    schema = client.get("/openapi.json").json()
+    predict = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert predict["$ref"].endswith("/PredictResponse")
+    score = schema["components"]["schemas"]["Prediction"]["properties"]["score"]
+    assert "threshold" in score["description"]
+    assert client.get("/docs").status_code == 404  # its page needs a CDN: off rather than blank

@@ -190,6 +190,22 @@ def list_methods() -> None:
     Console(width=160).print(table)
 
 
+@app.command("export")
+def export(
+    model: Annotated[Path, typer.Argument(help="A run, a saved model or a model store (its current version).")],
+    out: Annotated[Path, typer.Option(help="Output directory: one folder per task.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format: peft (a PEFT LoRA directory per task).")] = "peft",
+    version: Annotated[int | None, typer.Option(help="Store version (default: current).")] = None,
+) -> None:
+    """Write each task's adapter in another library's format (peft: `PeftModel.from_pretrained` loads it)."""
+    from .api import load
+    from .export import check_format, export_peft
+
+    check_format(format_)
+    dirs = export_peft(load(model, version=version, device="cpu"), out)
+    typer.echo(f"wrote {len(dirs)} PEFT LoRA adapter(s) under {out}")
+
+
 from .store.cli import register as _register_store_commands
 
 _register_store_commands(app)

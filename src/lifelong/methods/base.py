@@ -134,15 +134,19 @@ class Learner(ABC):
         """A saved learner. On `Learner` itself, the method is the one the file names; on a method's class, a
         file of another method is refused."""
         path = Path(path)
+        if cls is Learner:
+            from . import get
+
+            try:
+                method = json.loads((path / "learner.json").read_text()).get("method")
+            except (OSError, ValueError, AttributeError) as e:
+                raise LifelongError(f"{path / 'learner.json'}: cannot read ({e})") from None
+            return get(str(method)).load(path, backbone, features)
         try:
             meta = json.loads((path / "learner.json").read_text())
             tensors = load_file(str(path / "weights.safetensors"))
         except (OSError, ValueError, SafetensorError) as e:
             raise LifelongError(f"{path}: cannot load learner ({e})") from None
-        if cls is Learner:
-            from . import get
-
-            return get(str(meta.get("method"))).load(path, backbone, features)
         if meta.get("method") != cls.name:
             raise LifelongError(f"{path}: holds method {meta.get('method')!r}, not {cls.name!r}")
         if meta.get("backbone") != backbone.name:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -227,32 +225,39 @@ class ModelStore:
     # -- writing -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, wait: float = 0.0):
-        """Exclusive writer lock; waits up to `wait` seconds for another writer, then fails with one line."""
+        """Exclusive writer lock (filelock: flock on Unix, LockFileEx on Windows, so writers on any OS and on
+        shared storage that honours them stay serial); waits up to `wait` seconds for another writer, then fails
+        with one line naming the holder's pid."""
+        from filelock import FileLock, Timeout
+
         self.manifest()  # a clear error if this is not a model
+        path = self.path / "lock"
+
+        def note_holder(fd: int) -> None:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except (OSError, AttributeError):  # the pid is for the busy message only
+                pass
+
+        lock = FileLock(path, timeout=max(wait, 0.0), mode=MODE, poll_interval=0.2, fallback_to_soft=False,
+                        preserve_lock_file=True, on_acquired=note_holder)
         try:
-            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, MODE)
+            lock.acquire()
+        except Timeout:
+            try:
+                holder = path.read_text(errors="replace").strip()[:64] or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise StoreBusy(f"{self.path}: another learn or rollback is running (pid {holder}); "
+                            "try again when it ends") from None
         except OSError as e:
-            raise LifelongError(f"{self.path / 'lock'}: cannot open the writer lock ({e.strerror})") from None
-        deadline = time.monotonic() + wait
+            raise LifelongError(f"{path}: cannot open the writer lock ({e.strerror or e})") from None
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                        raise StoreBusy(f"{self.path}: another learn or rollback is running (pid {holder}); "
-                                            "try again when it ends") from None
-                    time.sleep(0.2)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
             self._clean_leftovers()
             yield
         finally:
-            os.close(fd)  # releases the lock
+            lock.release()
 
     def _clean_leftovers(self) -> None:
         """Under the lock: temporary and unpublished version directories of a writer that was killed."""
