@@ -130,3 +130,46 @@ def test_bench_and_learn_take_a_config_file(tmp_path, tiny_backbone, intents_jso
     proc = lifelong("learn", model, "--config", learn)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((model / "manifest.json").read_text())["versions"][-1]["tasks"][0]["name"] == "first"
+
+
+def test_help_shows_boolean_flags_as_pairs_and_offers_completion():
+    run_help = lifelong("run", "--help").stdout
+    assert "--oos / --no-oos" in run_help and "<bool>" not in run_help
+    assert "--install-completion" in lifelong("--help").stdout
+
+
+def test_tqdm_disable_silences_bars_and_lines(monkeypatch, caplog):
+    import logging
+
+    from lifelong import progress
+
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="lifelong"):
+        bar = progress.Progress(3, "embed", "texts")
+        bar.update(3)
+        bar.close()
+    assert "embed: 3/3 texts" in caplog.text and "embed: 3 texts in" in caplog.text  # off a terminal: lines
+    caplog.clear()
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    with caplog.at_level(logging.INFO, logger="lifelong"):
+        bar = progress.Progress(3, "embed", "texts")
+        bar.update(3)
+        bar.close()
+    assert bar.bar is None and "embed" not in caplog.text
+
+
+def test_the_python_store_refuses_a_one_example_class(tmp_path, tiny_backbone):
+    import lifelong as lib
+    from lifelong.errors import LifelongError
+
+    store = lib.ModelStore.init(tmp_path / "m", tiny_backbone, "ncm", {})
+    with pytest.raises(LifelongError, match="fewer than 5 examples: 'b' \\(1\\)"):
+        store.learn([("a", "b")], name="tiny")
+    assert store.manifest()["current"] == 0
+    rows = [(f"{w} apple", "a") for w in "red green big small sweet sour".split()]
+    rows += [(f"{w} car", "b") for w in "red green big small fast slow".split()]
+    store.learn(rows)
+    loaded = store.load()
+    assert loaded.predict("sweet apple") in ("a", "b", "out_of_scope")  # one text, one answer
+    assert len(loaded.predict(["sweet apple", "fast car"])) == 2
+    assert "ModelStore(" in repr(store) and "version 1" in repr(store)

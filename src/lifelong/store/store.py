@@ -65,6 +65,14 @@ class ModelStore:
         self.manifest_path = self.path / "manifest.json"
         self._backbones: dict[tuple, object] = {}
 
+    def __repr__(self) -> str:
+        try:
+            manifest = self.manifest()
+            about = f"method {manifest['method']!r}, version {manifest['current']}"
+        except LifelongError:
+            about = "no model yet"
+        return f"ModelStore({str(self.path)!r}: {about})"
+
     # -- creating and reading ----------------------------------------------------------------------------
     @classmethod
     def init(cls, path, backbone: str, method: str, settings: dict, max_length: int = 128,
