@@ -18,7 +18,7 @@ from lifelong.backbones import load_backbone
 from lifelong.data import clinc150
 from lifelong.data.task import Examples
 from lifelong.methods import get
-from lifelong.methods.adapters import refit, top_features
+from lifelong.methods.topblock import refit, top_features
 
 
 def main() -> None:

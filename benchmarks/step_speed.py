@@ -18,7 +18,7 @@ from lifelong.adapters import AdaptedTop, AdapterConfig
 from lifelong.backbones import load_backbone
 from lifelong.backbones.text import set_threads
 from lifelong.data import clinc150
-from lifelong.methods.adapters import SplitCache, pad
+from lifelong.methods.topblock import SplitCache, pad
 from lifelong.methods.training import batch_order
 
 

@@ -35,7 +35,7 @@ def full_pooled(enc, texts):
 
 def top_pooled(enc, top, texts):
     hidden, _, _ = enc.encode_split(texts, top.split)
-    from lifelong.methods.adapters import pad
+    from lifelong.methods.topblock import pad
 
     h, mask = pad(hidden)
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_aper_adapts_once_and_round_trips(enc, stream, tmp_path):
 
 
 def test_class_model_reads_every_layer(enc, stream):
-    from lifelong.methods.adapters import class_features
+    from lifelong.methods.topblock import class_features
     from lifelong.methods.gaussian import dequantize_rows, quantize_rows
 
     learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config, {"epochs": 1}))
@@ -270,14 +270,14 @@ def test_accuracy_given_the_task_runs_only_that_tasks_adapter(enc, stream):
     x = stream.tasks[1].test.inputs
     hidden, _ = learner.cache(x)
     learner.top.set_active(1)
-    from lifelong.methods.adapters import top_features
+    from lifelong.methods.topblock import top_features
 
     expected = learner.heads[1](top_features(learner.top, hidden))
     assert torch.equal(learner.predict_in_task(x, 1, stream.tasks[1].classes), expected)
 
 
 def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
-    from lifelong.methods.adapters import refit, top_features
+    from lifelong.methods.topblock import refit, top_features
 
     cls = methods.get("adapters")
     task = stream.tasks[0]
@@ -297,7 +297,8 @@ def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
 
 
 def test_refit_fits_fixed_features_deterministically():
-    from lifelong.methods.adapters import AdaptersConfig, refit
+    from lifelong.methods.adapters import AdaptersConfig
+    from lifelong.methods.topblock import refit
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(5, 16, generator=g) * 3
@@ -332,7 +333,7 @@ def test_each_input_runs_a_finished_tasks_adapter_once(enc, stream):
 
 
 def test_memo_computes_only_what_is_missing(enc):
-    from lifelong.methods.adapters import SplitCache
+    from lifelong.methods.topblock import SplitCache
 
     cache = SplitCache(enc, 1)
     asked = []

@@ -18,7 +18,7 @@ def test_exported_adapters_reproduce_the_adapted_features(tmp_path, tiny_backbon
 
     import lifelong as lib
     from lifelong.backbones.text import mean_pool
-    from lifelong.methods.adapters import adapted
+    from lifelong.methods.topblock import adapted
 
     run = tmp_path / "run"
     proc = lifelong("run", "--benchmark", intents_jsonl, "--classes-per-task", 2, "--method", "adapters",

@@ -213,11 +213,16 @@ def test_stream_protocol_reports_rejection_after_each_task(tiny_backbone):
         evaluation.run(get("ncm")(load_backbone(tiny_backbone)), stream, oos_protocol=True)
     stream = type(stream)(stream.name, stream.tasks, stream.class_names, oos={"val": ["tell me a joke"],
                                                                               "test": ["who are you", "what is love"]})
-    res = evaluation.run(get("ncm")(load_backbone(tiny_backbone)), stream, oos_protocol=True)
+    learner = get("ncm")(load_backbone(tiny_backbone))
+    res = evaluation.run(learner, stream, oos_protocol=True)
     assert len(res["out_of_scope_per_task"]) == 3
     for r in res["out_of_scope_per_task"]:
-        assert 0 <= r["in_scope_accuracy"] <= r["in_scope_accuracy_no_rejection"] <= 1
-        assert r["oos_recall"] in (0.0, 0.5, 1.0)
+        assert r["in_scope_accuracy"] <= r["in_scope_accuracy_no_rejection"]  # a rejection only costs
+    # the last row is the final model's: its recall is the share of out-of-scope test queries below the threshold
+    last = res["out_of_scope_per_task"][-1]
+    oos_scores = evaluation.best_scores(learner, stream.oos["test"])
+    assert last["oos_recall"] == pytest.approx((oos_scores < last["threshold"]).float().mean().item())
+    assert last == res["out_of_scope"]
 
 
 def test_a_finished_run_becomes_version_one(tmp_path, tiny_backbone, intents_jsonl):

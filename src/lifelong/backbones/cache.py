@@ -21,7 +21,8 @@ from ..io import atomic_write
 log = logging.getLogger(__name__)
 
 
-def _key(x) -> str:
+def input_key(x) -> str:
+    """The cache's key of one input: its text, or its tensor's bytes, digested."""
     data = x.encode("utf-8") if isinstance(x, str) else x.numpy().tobytes()
     return hashlib.sha1(data).hexdigest()[:20]
 
@@ -53,7 +54,7 @@ class FeatureCache:
         self.rows = {k: i for i, k in enumerate(keys)}
 
     def __call__(self, inputs: Sequence) -> torch.Tensor:
-        keys = [_key(x) for x in inputs]
+        keys = [input_key(x) for x in inputs]
         missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
         if missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}

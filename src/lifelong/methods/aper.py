@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..adapters import AdaptedTop
 from . import register
-from .adapters import AdapterTrainConfig, SplitCache, adapted, train_adapter
+from .topblock import AdapterTrainConfig, SplitCache, adapted, train_adapter
 from .base import Learner
 from .ncm import class_means
 

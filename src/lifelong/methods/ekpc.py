@@ -26,7 +26,7 @@ from torch import nn
 from ..adapters import AdaptedTop, AdapterConfig
 from ..devices import module_device
 from . import register
-from .adapters import (
+from .topblock import (
     SplitCache,
     fit_top,
     new_class_offset,

@@ -23,7 +23,7 @@ import torch
 
 from ..adapters import AdaptedTop, AdapterConfig
 from . import register
-from .adapters import SplitCache, fit_top, new_class_offset, parse_targets, top_features
+from .topblock import SplitCache, fit_top, new_class_offset, parse_targets, top_features
 from .base import Learner
 from .finetune import grow_head
 from .settings import Count, Fraction, Positive, PositiveFloat

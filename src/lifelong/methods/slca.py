@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..adapters import TopBlocks
 from ..data.task import Examples
 from . import register
-from .adapters import SplitCache, fit_top, new_class_offset, top_features
+from .topblock import SplitCache, fit_top, new_class_offset, top_features
 from .base import Learner
 from .finetune import grow_head
 from .training import fit
