@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lifelong import evaluation, methods
 from lifelong.backbones import load_backbone
-from lifelong.backbones.text import set_threads
+from lifelong.devices import set_threads
 from lifelong.data import clinc150
 from lifelong.data.task import Examples
 

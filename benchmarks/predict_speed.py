@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from lifelong.backbones import load_backbone
-from lifelong.backbones.text import set_threads
+from lifelong.devices import set_threads
 from lifelong.data import clinc150
 from lifelong.methods.adapters import Adapters
 

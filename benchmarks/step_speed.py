@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from lifelong.adapters import AdaptedTop, AdapterConfig
 from lifelong.backbones import load_backbone
-from lifelong.backbones.text import set_threads
+from lifelong.devices import set_threads
 from lifelong.data import clinc150
 from lifelong.methods.topblock import SplitCache, pad
 from lifelong.methods.training import batch_order

@@ -7,6 +7,8 @@ stays on the CPU, and what is saved is the same whatever the device.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import LifelongError
@@ -56,3 +58,10 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def set_threads() -> None:
+    """Honour LIFELONG_THREADS (shared CPUs run faster with few, passive threads)."""
+    n = os.environ.get("LIFELONG_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

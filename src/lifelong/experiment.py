@@ -127,7 +127,7 @@ class Experiment:
             default_backbone,
             load_backbone,
         )
-        from .backbones.text import set_threads
+        from .devices import set_threads
         from .data import load_stream
         from .io import write_json, write_text
         from .report import accuracy_curve, accuracy_heatmap, markdown

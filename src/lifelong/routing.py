@@ -11,7 +11,7 @@ rule p(t|x) p(c|x, t) with the adapter deciding within the task. Which task wins
 learner chooses temperature and beta (and the covariance shrinkage) on held-out data of each task as it learns it,
 and that data only ever belongs to the newest task, so a term that lets a task's own head vote for its task (its
 highest logit, as an earlier version did) was rewarded there for favouring the newest task and cost old tasks at
-test time (Split Fashion-MNIST: 75.0% with it, 86.1% without; BENCHMARKS.md, issue 11).
+test time (most on images; BENCHMARKS.md, issue 11).
 """
 
 from __future__ import annotations

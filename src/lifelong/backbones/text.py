@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 
 import torch
@@ -131,10 +130,3 @@ class TextEncoder(nn.Module):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
-
-
-def set_threads() -> None:
-    """Honour LIFELONG_THREADS (shared CPUs run faster with few, passive threads)."""
-    n = os.environ.get("LIFELONG_THREADS")
-    if n:
-        torch.set_num_threads(int(n))

@@ -19,7 +19,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., Stream]]] = {
                 wordnet.stream),
 }
 
-FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+FILE_SUFFIXES = tuple(files.FORMATS)  # the file readers' own list
 IMAGE_DATA_SUFFIXES = (".npz",)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
 from pathlib import Path
 
 from ..errors import LifelongError
-from .rows import check_label, check_text, show
+from .rows import check_label, check_text, hold_out, show
 from .task import LabelledData, check_splits
 
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -124,22 +123,6 @@ def read_tasks(path, data: LabelledData | None = None) -> list[list[str]]:
             raise LifelongError(f"{path}: no task holds {len(left)} of the {len(known)} classes of {where}: {some}; "
                                 "add them to a task or remove their rows")
     return tasks
-
-
-def hold_out(rows, fraction, seed):
-    """Per class, so rare classes still get tested; a class with one example has to stay in train."""
-    by_label: dict[str, list[int]] = {}
-    for i, (_, label) in enumerate(rows):
-        by_label.setdefault(label, []).append(i)
-    rng = random.Random(seed)
-    test: set[int] = set()
-    for label in sorted(by_label):
-        index = by_label[label]
-        if len(index) < 2:
-            continue
-        k = min(max(1, round(fraction * len(index))), len(index) - 1)
-        test.update(rng.sample(index, k))
-    return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]
 
 
 def _missing(path, line, row, field):

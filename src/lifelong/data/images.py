@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LifelongError
-from .files import hold_out
+from .rows import hold_out
 from .task import LabelledData, Stream, check_splits, class_incremental
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

@@ -9,6 +9,7 @@ learned into a model that then fails on every request that mentions it.
 from __future__ import annotations
 
 import math
+import random
 import unicodedata
 
 from ..errors import LifelongError
@@ -100,3 +101,19 @@ def _kind(value) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     return "null" if value is None else type(value).__name__
+
+
+def hold_out(rows, fraction, seed):
+    """Per class, so rare classes still get tested; a class with one example has to stay in train."""
+    by_label: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(rows):
+        by_label.setdefault(label, []).append(i)
+    rng = random.Random(seed)
+    test: set[int] = set()
+    for label in sorted(by_label):
+        index = by_label[label]
+        if len(index) < 2:
+            continue
+        k = min(max(1, round(fraction * len(index))), len(index) - 1)
+        test.update(rng.sample(index, k))
+    return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]

@@ -1,6 +1,10 @@
-"""Continual-learning methods, one file each, registered by name."""
+"""Continual-learning methods, one file each, registered by name (`@register`); helpers shared by several methods
+live in neutral modules here (base, settings, training, topblock, gaussian, ridge)."""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from ..errors import LifelongError
 from .base import Learner
@@ -20,24 +24,8 @@ def get(name: str) -> type[Learner]:
     return METHODS[name]
 
 
-from . import (  # noqa: F401  (registration side effect)
-    adapters,
-    analytic,
-    aper,
-    ekpc,
-    ewc,
-    finetune,
-    inflora,
-    joint,
-    l2,
-    lda,
-    lwf,
-    ncm,
-    probe,
-    ranpac,
-    replay,
-    slca,
-    wa,
-)
+# every module of this package is imported, so a method is one file with `@register` and nothing else to edit
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["METHODS", "Learner", "config_from_dict", "get", "register", "settings"]

@@ -5,18 +5,16 @@ Why this model: in class-incremental learning each class arrives in exactly one 
 classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i is
 the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class
 against every other, so it can tell apart related classes that arrived in different tasks better than a nearest-
-prototype router (which ignores how features vary within classes). Against ridge on 2,048 random ReLU features
-(RanPAC's head; BENCHMARKS.md, issue 11): on the final pooled feature alone it is 0.9 to 1.5 points below on CLINC150
-and WordNet and above on Split Fashion-MNIST. Its state is d x d (d <= 960) instead of 2048 x 2048. What `adapters`
-gives it is every block's pooled output, each part unit-normalised: fitted offline on CLINC150's random split, the
-final and one middle layer route 94.8% of test queries to their task, all six layers projected to 960 95.2%, and all
-six unprojected (2,304 wide, a 5.3 MB covariance) 96.0%; block-diagonal or low-rank covariances did no better than
-the two layers.
+prototype router (which ignores how features vary within classes). Its state is d x d (d <= 960), where ridge on
+random features (RanPAC's head) keeps a 2048 x 2048 Gram matrix for about the same accuracy. What `adapters` gives
+it is every block's pooled output, each part unit-normalised: when tasks share a domain the lower layers separate
+related classes the final feature blurs. The comparisons (final feature alone, two layers, all six, projected or
+not, other covariance shapes) are in BENCHMARKS.md, issue 11.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
 never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` 960
-keeps it at 922,560 bytes (upper triangle, fp16; fp16 covariance and int8 means measured no accuracy change on
-CLINC150). The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data
+bounds it (upper triangle, fp16; fp16 covariance and int8 means change accuracy by no measurable amount:
+BENCHMARKS.md, issue 11). The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data
 (see `SHRINKAGES`).
 """
 

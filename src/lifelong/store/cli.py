@@ -61,7 +61,7 @@ def learn(
     verbose: VerboseOption = False,
 ) -> None:
     """Learn the classes in DATA as the next task: a new version, the older ones kept."""
-    from ..backbones.text import set_threads
+    from ..devices import set_threads
     from ..data.files import read_rows
     from .store import ModelStore
 
@@ -100,7 +100,7 @@ def calibrate(
     verbose: VerboseOption = False,
 ) -> None:
     """Set the out-of-scope threshold anew from held-out data: a new version, same weights (hard links)."""
-    from ..backbones.text import set_threads
+    from ..devices import set_threads
     from ..data.files import read_rows
     from .store import ModelStore
 
@@ -123,7 +123,7 @@ def predict(
     verbose: VerboseOption = False,
 ) -> None:
     """Classify texts; prints one JSON object per text (label `out_of_scope` below the threshold)."""
-    from ..backbones.text import set_threads
+    from ..devices import set_threads
     from ..data.rows import check_text
     from .store import ModelStore
 
@@ -142,7 +142,9 @@ def _read_texts(path: Path, text_field: str) -> list[str]:
     """Every text through the loaders' check: a lone surrogate or an invisible-only line is named, not sent."""
     from ..data.rows import check_text
 
-    if path.suffix.lower() in (".jsonl", ".json", ".csv"):
+    from ..data.files import FORMATS
+
+    if path.suffix.lower() in FORMATS:
         from ..data.files import records
 
         out = []
@@ -239,7 +241,7 @@ def serve(
     verbose: VerboseOption = False,
 ) -> None:
     """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
-    from ..backbones.text import set_threads
+    from ..devices import set_threads
     from .server import create_app, run
 
     set_threads()

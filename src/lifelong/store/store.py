@@ -31,7 +31,7 @@ from .. import methods, oos
 from ..data.task import Examples, Task
 from ..errors import LifelongError
 from ..evaluation import accuracy, best_scores
-from ..data.rows import check_label, check_rows
+from ..data.rows import check_label, check_rows, hold_out
 from ..io import fsync_dir as _fsync_dir
 from ..io import write_json
 from ..model import Model
@@ -286,8 +286,6 @@ class ModelStore:
         than `min_examples` rows is refused: a class learned from one example is a class the server would answer
         with on the next request.
         """
-        from ..data.files import hold_out
-
         name = check_label(name, source, "name", reserved=()) if name else ""  # written into the manifest
         rows = check_rows(rows, source, oos_label)  # before the lock: a bad row costs nothing and changes nothing
         calibration = None if calibration is None else check_rows(calibration, source, allow_oos=True)
