@@ -37,7 +37,7 @@ def test_registry_and_settings():
     ("lr", "0", "greater than 0"),
     ("blocks", "-2", "greater than or equal to 0"),
     ("precision", "2bit", "'1bit', 'ternary', 'fp16' or 'fp32'"),
-    ("adapter", "prefix", "'lora' or 'bottleneck'"),
+    ("adapter", "prefix", "unknown adapter 'prefix'; choose one of bottleneck, lora"),
     ("epochs", "2.5", "valid integer"),
 ])
 def test_settings_are_checked_before_anything_runs(key, value, message):

@@ -131,6 +131,7 @@ def bench(
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
     save: Annotated[bool, typer.Option(help="Save each cell's final model to its model/.")] = True,
+    log_: Annotated[str, typer.Option("--log", metavar="TRACKERS", help="Trackers of every cell beside its metrics.csv (as `run --log`).")] = "",
     device: DeviceOption = "auto",
     config: ConfigOption = None,
     quiet: QuietOption = False,
@@ -145,7 +146,7 @@ def bench(
     grid_settings = parse_sets(set_ or []) | ({"epochs": str(epochs)} if epochs is not None else {})
     common = {"seed": seed, "backbone": backbone, "classes_per_task": classes_per_task, "task_field": task_field,
               "tasks_file": tasks_file, "text_field": text_field, "label_field": label_field,
-              "max_length": max_length, "cache_dir": cache_dir, "save": save, "device": device}
+              "max_length": max_length, "cache_dir": cache_dir, "save": save, "device": device, "log": log_}
     cells = plan(names, specs, common, grid_settings)
     log.info("bench: %d cells (%d benchmarks x %d methods) into %s", len(cells), len(names), len(specs), out)
     try:

@@ -8,11 +8,12 @@ It wraps the block's MLP output module, whose forward is `(hidden_states, input_
 from __future__ import annotations
 
 import math
+import re
 
 import torch.nn.functional as F
 from torch import nn
 
-from .site import AdapterSite
+from .site import AdapterSite, Param, register_kind
 
 
 class ParallelBottleneck(AdapterSite):
@@ -20,15 +21,10 @@ class ParallelBottleneck(AdapterSite):
         super().__init__(base, precision)
         self.dim, self.width = dim, width
 
-    def shapes(self):
-        return {"down": (self.width, self.dim), "up": (self.dim, self.width)}
-
-    def scalar_init(self):
-        return {"scale": 1.0}
-
-    def init_latent(self):
-        nn.init.kaiming_uniform_(self.latent["down"], a=math.sqrt(5))
-        nn.init.normal_(self.latent["up"], std=1e-4)  # near zero: the adapter starts as the identity
+    def params(self):
+        return {"down": Param((self.width, self.dim), init=lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5))),
+                "up": Param((self.dim, self.width), init=lambda t: nn.init.normal_(t, std=1e-4)),  # the identity, nearly
+                "scale": Param((1,), quantised=False, init=1.0)}
 
     def forward(self, hidden_states, input_tensor):
         if self.active is None:
@@ -62,3 +58,21 @@ class ConvBlockBottleneck(ParallelBottleneck):
         w = self.weights()
         delta = F.conv2d(F.relu(F.conv2d(y, w["down"][:, :, None, None])), w["up"][:, :, None, None])
         return y + delta * w["scale"]
+
+
+@register_kind("bottleneck")
+def wrap(name: str, module: nn.Module, top) -> AdapterSite | None:
+    """Where a bottleneck goes depends on the model: parallel to a BERT-family block's MLP output module, parallel
+    to a ViT block's `mlp` (the model config's `bottleneck` names it), or after each convolutional block."""
+    c = top.config
+    if top.image:
+        where = top.model_config.bottleneck
+        if where == "block" and re.fullmatch(r"\d+", name):
+            dim = top.model_config.block_dims[top.split + int(name)]
+            return ConvBlockBottleneck(module, dim, c.rank, c.precision)
+        if where != "block" and re.fullmatch(rf"\d+\.{where}", name):
+            return ParallelMLPBottleneck(module, top.dim, c.rank, c.precision)
+        return None
+    if re.fullmatch(r"\d+\.output", name) and hasattr(module, "dense"):
+        return ParallelBottleneck(module, top.model_config.hidden_size, c.rank, c.precision)
+    return None

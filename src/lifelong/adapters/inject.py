@@ -15,17 +15,15 @@ v_proj; EfficientNet: the expand and project 1x1 convolutions); a bottleneck goe
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import LifelongError
-from .bottleneck import ConvBlockBottleneck, ParallelBottleneck, ParallelMLPBottleneck
-from .lora import LoRAConv1x1, LoRALinear, is_pointwise
+from . import bottleneck, lora  # noqa: F401  (they register the kinds "bottleneck" and "lora")
 from .quant import check_precision
-from .site import AdapterSite
+from .site import KINDS, AdapterSite
 
 DEFAULT_TARGETS = ("query", "value")
 
@@ -40,8 +38,8 @@ class AdapterConfig:
     blocks: int = 2  # adapt the top N transformer blocks (0: all)
 
     def validate(self) -> AdapterConfig:
-        if self.kind not in ("lora", "bottleneck"):
-            raise LifelongError(f"unknown adapter {self.kind!r}; choose lora or bottleneck")
+        if self.kind not in KINDS:
+            raise LifelongError(f"unknown adapter {self.kind!r}; choose one of {', '.join(sorted(KINDS))}")
         check_precision(self.precision)
         if self.rank < 1:
             raise LifelongError("adapter rank/width must be at least 1")
@@ -125,22 +123,7 @@ class AdaptedTop(TopBlocks):
             raise LifelongError(f"no module of the top {len(self.blocks)} blocks matches adapter targets {self.targets}")
 
     def _site_for(self, name: str, module: nn.Module) -> AdapterSite | None:
-        c = self.config
-        if c.kind == "lora":
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in self.targets:
-                return LoRALinear(module, c.rank, c.alpha, c.precision)
-            if self.image and is_pointwise(module) and name.rsplit(".", 1)[-1] in self.targets:
-                return LoRAConv1x1(module, c.rank, c.alpha, c.precision)
-        elif self.image:
-            where = self.model_config.bottleneck
-            if where == "block" and re.fullmatch(r"\d+", name):
-                dim = self.model_config.block_dims[self.split + int(name)]
-                return ConvBlockBottleneck(module, dim, c.rank, c.precision)
-            if where != "block" and re.fullmatch(rf"\d+\.{where}", name):
-                return ParallelMLPBottleneck(module, self.dim, c.rank, c.precision)
-        elif re.fullmatch(r"\d+\.output", name) and hasattr(module, "dense"):
-            return ParallelBottleneck(module, self.model_config.hidden_size, c.rank, c.precision)
-        return None
+        return KINDS[self.config.kind](name, module, self)
 
     def set_active(self, which: int | str | None) -> None:
         for s in self.sites.values():
@@ -149,7 +132,7 @@ class AdaptedTop(TopBlocks):
     def new_task(self) -> list[nn.Parameter]:
         for s in self.sites.values():
             s.new_task()
-        return [p for s in self.sites.values() for p in list(s.latent.values()) + list(s.scalars.values())]
+        return [p for s in self.sites.values() for p in s.trainable().values()]
 
     def freeze(self) -> dict[str, torch.Tensor]:
         """Quantise and bank the current task's adapter; its packed tensors, named `site.matrix.part`."""
@@ -168,6 +151,6 @@ class AdaptedTop(TopBlocks):
             for k, shape in s.shapes().items():
                 for part, spec in packed_shapes(shape, s.precision).items():
                     out[f"{n}.{k}.{part}"] = spec
-            for k in s.scalar_init():
-                out[f"{n}.{k}"] = ((1,), torch.float32)
+            for k, shape in s.floats().items():
+                out[f"{n}.{k}"] = (shape, torch.float32)
         return out

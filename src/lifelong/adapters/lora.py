@@ -7,7 +7,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from .site import AdapterSite
+from .site import AdapterSite, Param, register_kind
 
 
 class LoRALinear(AdapterSite):
@@ -15,12 +15,9 @@ class LoRALinear(AdapterSite):
         super().__init__(base, precision)
         self.rank, self.scaling = rank, alpha / rank
 
-    def shapes(self):
-        return {"A": (self.rank, self.base.in_features), "B": (self.base.out_features, self.rank)}
-
-    def init_latent(self):
-        nn.init.kaiming_uniform_(self.latent["A"], a=math.sqrt(5))
-        nn.init.zeros_(self.latent["B"])
+    def params(self):
+        return {"A": Param((self.rank, self.base.in_features), init=_kaiming),
+                "B": Param((self.base.out_features, self.rank), init=0.0)}
 
     def forward(self, x):
         y = self.base(x)
@@ -40,8 +37,9 @@ def is_pointwise(module: nn.Module) -> bool:
 class LoRAConv1x1(LoRALinear):
     """LoRA on a pointwise convolution: the same A and B, applied per pixel as 1x1 convolutions."""
 
-    def shapes(self):
-        return {"A": (self.rank, self.base.in_channels), "B": (self.base.out_channels, self.rank)}
+    def params(self):
+        return {"A": Param((self.rank, self.base.in_channels), init=_kaiming),
+                "B": Param((self.base.out_channels, self.rank), init=0.0)}
 
     def forward(self, x):
         y = self.base(x)
@@ -49,3 +47,20 @@ class LoRAConv1x1(LoRALinear):
             return y
         w = self.weights()
         return y + self.scaling * F.conv2d(F.conv2d(x, w["A"][:, :, None, None]), w["B"][:, :, None, None])
+
+
+def _kaiming(t) -> None:
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5))
+
+
+@register_kind("lora")
+def wrap(name: str, module: nn.Module, top) -> AdapterSite | None:
+    """LoRA on a linear layer named in the targets, or (image backbones) on a 1x1 convolution so named."""
+    c = top.config
+    if name.rsplit(".", 1)[-1] not in top.targets:
+        return None
+    if isinstance(module, nn.Linear):
+        return LoRALinear(module, c.rank, c.alpha, c.precision)
+    if top.image and is_pointwise(module):
+        return LoRAConv1x1(module, c.rank, c.alpha, c.precision)
+    return None

@@ -85,7 +85,7 @@ class EKPC(Learner):
         self.prototypes = torch.empty(0, backbone.dim)
 
     def params(self) -> dict[str, nn.Parameter]:
-        return {f"{n}.{k}": p for n, s in self.top.sites.items() for k, p in [*s.latent.items(), *s.scalars.items()]}
+        return {f"{n}.{k}": p for n, s in self.top.sites.items() for k, p in s.trainable().items()}
 
     def embed(self, texts) -> torch.Tensor:
         hidden, _ = self.cache(list(texts))

@@ -141,17 +141,16 @@ class InfLoRA(Learner):
         grams = self.input_grams(task.train.inputs)
         self.top.new_task()
         for n, site in self.top.sites.items():
-            site.latent["A"].requires_grad_(False)
-            site.latent["A"].copy_(design_down(grams[self.group[n]], self.basis[self.group[n]], c.rank))
+            site.fix("A", design_down(grams[self.group[n]], self.basis[self.group[n]], c.rank))
         self.top.set_active("train")
-        up = [site.latent["B"] for site in self.top.sites.values()]
+        up = [site.trainable()["B"] for site in self.top.sites.values()]
         groups = [{"params": up, "lr": c.lr}, {"params": self.head.parameters(), "lr": c.lr}]
         fit_top(self.top, self.cache, self.head, task, groups, c, f"inflora task {task.index}")
-        branch = {f"{n}.{k}": s.latent[k].detach().cpu().clone() for n, s in self.top.sites.items()
+        branch = {f"{n}.{k}": s.trainable()[k].detach().cpu().clone() for n, s in self.top.sites.items()
                   for k in ("A", "B")}
         self.top.set_active(None)
         for site in self.top.sites.values():
-            site.latent = torch.nn.ParameterDict()
+            site.discard()
         self.merge(branch)
         grams = self.input_grams(task.train.inputs)  # what the task feeds the layers now: protect it
         self.basis = {g: extend_basis(b, grams[g], c.threshold) for g, b in self.basis.items()}

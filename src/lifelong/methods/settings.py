@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 from ..adapters.quant import PRECISIONS
 from ..errors import LifelongError
@@ -22,8 +22,16 @@ Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
-AdapterKind = Literal["lora", "bottleneck"]
+AdapterKind = Annotated[str, AfterValidator(lambda kind: _known_kind(kind))]  # registered in adapters/site.py
 Precision = Literal[PRECISIONS]
+
+
+def _known_kind(kind: str) -> str:
+    from ..adapters.site import KINDS
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown adapter {kind!r}; choose one of {', '.join(sorted(KINDS))}")
+    return kind
 
 
 @functools.cache
