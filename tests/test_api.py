@@ -55,6 +55,7 @@ def test_a_learner_keeps_its_class_names_through_save_and_load(run_dir, tmp_path
     model.save(tmp_path / "saved")
     again = lifelong.load(tmp_path / "saved")
     assert again.classes_ == model.classes_ and again.threshold == 0.25
+    assert again.learner.backbone.max_length == model.learner.backbone.max_length
     texts = ["what is the weather today", "shuffle my favourite songs"]
     assert torch.equal(again.scores(texts), model.scores(texts))
     # the base class loads whichever method the file holds

@@ -33,7 +33,7 @@ def load(path: str | os.PathLike, version: int | None = None, device: str = "aut
         return _load_run(path, device, backbone)
     if (path / "learner.json").is_file():
         meta = _read_json(path / "learner.json")
-        learner = _load_learner(path, meta, backbone or meta.get("backbone"), meta.get("max_length", 128), device)
+        learner = _load_learner(path, meta, backbone or meta.get("backbone"), meta.get("max_length") or 128, device)
         if not learner.class_names and learner.num_classes:
             learner.class_names = [str(i) for i in range(learner.num_classes)]  # saved before names were kept
         return Model(learner, learner.class_names, meta.get("threshold"), source=str(path))

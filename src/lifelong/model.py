@@ -95,4 +95,5 @@ class Model:
         """The learner's files (safetensors + JSON) with the class names and threshold; `lifelong.load` reads
         them back."""
         self.learner.class_names = self.classes
-        return self.learner.save(path, {"threshold": self.threshold})
+        return self.learner.save(path, {"threshold": self.threshold,
+                                        "max_length": getattr(self.learner.backbone, "max_length", None)})

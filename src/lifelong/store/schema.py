@@ -90,6 +90,7 @@ class LearnerMeta(_Checked):
     num_classes: Count | None = None
     classes: list[StrictStr] | None = None
     threshold: Number | None = None
+    max_length: StrictInt | None = None
     format: StrictInt | None = None
     backbone_sha256: StrictStr | None = None
     offsets: list[Count] | None = None
