@@ -42,6 +42,8 @@ class Model:
 
     def _batch(self, inputs) -> tuple[Sequence, bool]:
         """(a batch, whether the caller gave one input)."""
+        if not self.classes:
+            raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
         if isinstance(inputs, str):
             return [inputs], True
         if isinstance(inputs, torch.Tensor) and inputs.ndim == 3:
@@ -55,8 +57,6 @@ class Model:
         predicted before out-of-scope rejection. What a score means is the method's own (for `adapters`, mixed
         class probabilities); `predict_top` gives the confidence the threshold is compared with."""
         batch, _ = self._batch(inputs)
-        if not self.classes:
-            raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
         with torch.no_grad():
             out = self.learner.predict(batch)
         self.learner.clear_cache()  # a long-lived model sees endless new inputs: keep no per-input state
@@ -73,8 +73,6 @@ class Model:
         with: the method's own measure of being in scope, not necessarily the top class's score), and `top`, the
         `top_k` classes with their class scores."""
         batch, _ = self._batch(inputs)
-        if not self.classes:
-            raise LifelongError("the model has learned no classes yet; run `lifelong learn` first")
         with torch.no_grad():
             scores = self.learner.predict(batch)
             confidence = self.learner.confidence(batch, scores).tolist()

@@ -16,7 +16,10 @@ EVERY = 30.0  # seconds between log lines off a terminal
 
 
 def _quiet() -> bool:
-    return (logging.getLogger("lifelong").getEffectiveLevel() > logging.INFO
+    """Asked for by the CLI's --quiet (LIFELONG_LOG_LEVEL, which `bench` cells inherit) or by TQDM_DISABLE; not
+    inferred from logging, whose default level would hide the bars of anyone using the library from Python."""
+    level = os.environ.get("LIFELONG_LOG_LEVEL", "").upper()
+    return (level in ("WARNING", "ERROR", "CRITICAL")
             or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"))
 
 
