@@ -247,6 +247,16 @@ def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
     assert torch.allclose(task_scores.exp().sum(1), torch.ones(len(x)), atol=1e-5)
 
 
+def test_offsets_that_skip_classes_are_refused(enc, saved):
+    """A loaded learner counts its classes from the task files; an offset that does not follow them is named."""
+    assert methods.get("adapters").load(saved, enc).num_classes == 2
+    meta = json.loads((saved / "learner.json").read_text())
+    meta["offsets"] = [1]
+    (saved / "learner.json").write_text(json.dumps(meta))
+    with pytest.raises(LifelongError, match=r"learner.json: task offsets \[1\] do not follow"):
+        methods.get("adapters").load(saved, enc)
+
+
 def test_models_saved_before_the_class_model_are_refused(enc, saved):
     meta = json.loads((saved / "learner.json").read_text())
     del meta["format"]

@@ -98,6 +98,52 @@ def test_truncated_learner_file_is_reported(tiny_backbone, stream, tmp_path):
         methods.get("ncm").load(tmp_path / "m", enc)
 
 
+# -- the class bookkeeping every method shares (Learner.learn) -------------------------------------------------
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_method_refuses_class_ids_out_of_order(tiny_backbone, stream, name):
+    import dataclasses
+
+    learner = methods.get(name)(load_backbone(tiny_backbone))
+    late = dataclasses.replace(stream.tasks[1], index=0)  # ids 2, 3 where 0, 1 are due
+    with pytest.raises(LifelongError, match=r"brings class ids \[2, 3\], expected the next ones \[0, 1\]"):
+        learner.learn(late)
+    assert learner.num_classes == 0
+
+
+def test_classes_are_counted_task_by_task(tiny_backbone, stream):
+    import dataclasses
+
+    learner = methods.get("ncm")(load_backbone(tiny_backbone))
+    learner.learn(stream.tasks[0])
+    assert learner.num_classes == 2
+    with pytest.raises(LifelongError, match="expected the next ones"):
+        learner.learn(stream.tasks[0])  # the same classes again are not new ones
+    learner.learn(stream.tasks[1])
+    assert learner.num_classes == 4 and learner.predict(stream.tasks[1].test.inputs).shape[1] == 4
+    finetune = methods.get("finetune")(load_backbone(tiny_backbone), methods.config_from_dict(
+        methods.get("finetune").Config, {"epochs": 1}))
+    finetune.learn(stream.tasks[0])
+    finetune.learn(dataclasses.replace(stream.tasks[1], classes=[], train=stream.tasks[0].train))  # no new class
+    assert finetune.num_classes == 2 and finetune.head.out_features == 2
+
+
+def test_head_growth_keeps_old_rows(tiny_backbone):
+    learner = methods.get("ncm")(load_backbone(tiny_backbone))
+    learner.num_classes = 2
+    head = learner.grow_head(None, 8)
+    learner.num_classes = 5
+    grown = learner.grow_head(head, 8)
+    assert (grown.out_features, grown.in_features) == (5, 8)
+    assert torch.equal(grown.weight[:2], head.weight) and torch.equal(grown.bias[:2], head.bias)
+
+
+def test_a_method_defines_its_own_learning_not_learn():
+    with pytest.raises(TypeError, match="defines learn\\(\\): a method defines _learn"):
+        class Counting(methods.Learner):  # noqa: F841
+            def learn(self, task):
+                self.num_classes += len(task.classes)
+
+
 @pytest.mark.parametrize("name", ["finetune", "joint"])
 def test_training_methods_learn_and_grow_head(tiny_backbone, stream, name):
     enc = load_backbone(tiny_backbone)

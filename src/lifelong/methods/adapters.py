@@ -40,7 +40,6 @@ from .settings import Count, Positive, config_from_dict
 from .topblock import (
     AdapterTrainConfig,
     SplitCache,
-    new_class_offset,
     refit,
     top_features,
     train_adapter,
@@ -87,8 +86,8 @@ class Adapters(Learner):
         return dict(zip(("shrinkage", "temperature", "beta"), self.mixture))
 
     # -- learning -------------------------------------------------------------------------------------------
-    def learn(self, task) -> None:
-        offset = new_class_offset(self, task)
+    def _learn(self, task) -> None:
+        offset = self.num_classes - len(task.classes)
         train, held = held_out(task)
         task = dataclasses.replace(task, train=train)
         hidden, _ = self.cache(train.inputs)
@@ -114,7 +113,6 @@ class Adapters(Learner):
         head.requires_grad_(False)
         self.heads.append(head)
         self.offsets.append(offset)
-        self.num_classes = offset + w.shape[0]
         self.task_of_class = torch.cat([self.task_of_class, torch.full((w.shape[0],), len(self.heads) - 1)])
 
     @torch.no_grad()
@@ -256,11 +254,15 @@ class Adapters(Learner):
             raise LifelongError(f"{path / meta['shared']['name']}: unexpected contents ({e})") from None
         expected = learner.top.expected()
         for entry, offset in zip(meta["files"], meta["offsets"]):
+            if offset != len(learner.task_of_class):
+                raise LifelongError(f"{path / 'learner.json'}: task offsets {meta['offsets']} do not follow the "
+                                    "tasks' class counts")
             tensors = _read_checked(path, entry)
             adapter, head = _split_task_file(path / entry["name"], tensors, expected, backbone.dim,
                                              learner.classes.dim)
             learner._add_task(adapter, head, offset, bank=True)
             learner.classes.load_classes(tensors)
+        learner.num_classes = len(learner.task_of_class)  # from the task files, which the checksums vouch for
         learner.class_names = [str(c) for c in meta.get("classes") or []]
         return learner
 

@@ -36,12 +36,11 @@ class APER(Learner):
             out.append(adapted(self.top, hidden[s : s + 256], 0))
         return torch.cat([F.normalize(pooled, dim=-1), F.normalize(torch.cat(out), dim=-1)], dim=-1)
 
-    def learn(self, task) -> None:
+    def _learn(self, task) -> None:
         if not self.packed:
             self.packed, _ = train_adapter(self.top, self.cache, task, self.config, f"aper adapt task {task.index}")
         feats = self.merged(task.train.inputs)
         self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
-        self.num_classes = len(self.means)
 
     def predict(self, inputs) -> torch.Tensor:
         return F.normalize(self.merged(inputs), dim=-1) @ F.normalize(self.means, dim=-1).T

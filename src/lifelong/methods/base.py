@@ -3,6 +3,10 @@
 A method sees tasks one at a time through `learn(task)` and never sees a test split; `predict(inputs)` returns
 scores over all classes seen so far (column = global class id). `state()` names every tensor the method must keep,
 which gives both the byte count reported per task and the safetensors save format.
+
+The class bookkeeping is the base class's, as in LAMDA-PILOT's BaseLearner: `learn` checks that the task brings the
+next global class ids, counts them in `num_classes`, then calls the method's own `_learn`; a head over all classes
+grows with `grow_head`. So no method can count classes its own way, and a stream out of order is refused by all.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import ClassVar
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..data.task import Task
 from ..errors import LifelongError
@@ -49,6 +54,9 @@ class Learner(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "learn" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} defines learn(): a method defines _learn(task), which Learner.learn "
+                            "calls once it has checked and counted the task's classes")
         for name in ("predict", "predict_routed", "predict_in_task"):
             if name in cls.__dict__:
                 setattr(cls, name, _inputs_checked(cls.__dict__[name]))
@@ -58,8 +66,28 @@ class Learner(ABC):
                 f"classes={self.num_classes})")
 
     # -- the protocol -------------------------------------------------------------------------------------
+    def learn(self, task: Task) -> None:
+        """Learn one task. Its classes must be the next global ids (none, for a domain-incremental task that only
+        brings new inputs of known classes); `_learn` runs with `num_classes` already counting them."""
+        expected = list(range(self.num_classes, self.num_classes + len(task.classes)))
+        if list(task.classes) != expected:
+            raise LifelongError(f"{self.name}: task {task.index} brings class ids {list(task.classes)}, expected the "
+                                f"next ones {expected} (ids are global, numbered in order of first appearance)")
+        self.num_classes += len(task.classes)
+        self._learn(task)
+
     @abstractmethod
-    def learn(self, task: Task) -> None: ...
+    def _learn(self, task: Task) -> None:
+        """The method's own learning of one task (its classes end at `num_classes`)."""
+
+    def grow_head(self, head: nn.Linear | None, dim: int) -> nn.Linear:
+        """A linear head over every class counted so far, keeping the rows `head` already had."""
+        new = nn.Linear(dim, self.num_classes)
+        if head is not None:
+            with torch.no_grad():
+                new.weight[: head.out_features] = head.weight
+                new.bias[: head.out_features] = head.bias
+        return new
 
     @abstractmethod
     def predict(self, inputs: Sequence) -> torch.Tensor:
@@ -156,6 +184,14 @@ class Learner(ABC):
         learner.class_names = [str(c) for c in meta.get("classes") or []]
         learner.load_state(tensors)
         return learner
+
+
+def saved_head(tensors: dict[str, torch.Tensor], prefix: str = "head") -> nn.Linear:
+    """The linear head saved as `prefix.weight` and `prefix.bias`."""
+    w = tensors[f"{prefix}.weight"]
+    head = nn.Linear(w.shape[1], w.shape[0])
+    head.load_state_dict({"weight": w, "bias": tensors[f"{prefix}.bias"]})
+    return head
 
 
 def _inputs_checked(method):

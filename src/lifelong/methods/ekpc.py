@@ -29,7 +29,6 @@ from . import register
 from .topblock import (
     SplitCache,
     fit_top,
-    new_class_offset,
     pad,
     parse_targets,
     top_features,
@@ -112,8 +111,7 @@ class EKPC(Learner):
         mean = torch.cat([v.flatten() for v in out.values()]).mean().clamp(min=1e-12)
         return {n: v / mean for n, v in out.items()}
 
-    def learn(self, task) -> None:
-        new_class_offset(self, task)
+    def _learn(self, task) -> None:
         c = self.config
         texts, labels = task.train.inputs, task.train.labels
         before = self.embed(texts) if len(self.prototypes) else None
@@ -125,7 +123,6 @@ class EKPC(Learner):
         if before is not None:
             self.prototypes = compensate(before, after, self.prototypes, c.drift_ridge).half().float()
         self.prototypes = torch.cat([self.prototypes, class_means(after, labels, task.classes).half().float()])
-        self.num_classes = len(self.prototypes)
         importance = self.sensitivity(task)
         self.importance = {n: self.importance.get(n, 0) + v for n, v in importance.items()}
         self.anchor = {n: p.detach().clone() for n, p in self.params().items()}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register
-from .base import Learner
+from .base import Learner, saved_head
 from .training import fit
 from .settings import Positive, PositiveFloat
 
@@ -26,16 +26,6 @@ class FinetuneConfig:
     head_lr: PositiveFloat = 1e-3
     batch_size: Positive = 32
     seed: int = 0
-
-
-def grow_head(head: nn.Linear | None, dim: int, num_classes: int) -> nn.Linear:
-    """A linear head over `num_classes` that keeps the rows it already had."""
-    new = nn.Linear(dim, num_classes)
-    if head is not None:
-        with torch.no_grad():
-            new.weight[: head.out_features] = head.weight
-            new.bias[: head.out_features] = head.bias
-    return new
 
 
 @register
@@ -62,10 +52,9 @@ class Finetune(Learner):
     def end_task(self, task) -> None:
         pass
 
-    def learn(self, task) -> None:
+    def _learn(self, task) -> None:
         self.start_task(task)
-        self.num_classes += len(task.classes)
-        self.head = grow_head(self.head, self.encoder.dim, self.num_classes)
+        self.head = self.grow_head(self.head, self.encoder.dim)
         self.encoder.train()
 
         def loss_fn(inputs, labels):
@@ -99,6 +88,4 @@ class Finetune(Learner):
 
     def load_state(self, tensors):
         self.encoder.model.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")})
-        w, b = tensors["head.weight"], tensors["head.bias"]
-        self.head = nn.Linear(w.shape[1], w.shape[0])
-        self.head.load_state_dict({"weight": w, "bias": b})
+        self.head = saved_head(tensors)

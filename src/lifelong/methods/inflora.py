@@ -23,9 +23,8 @@ import torch
 
 from ..adapters import AdaptedTop, AdapterConfig
 from . import register
-from .topblock import SplitCache, fit_top, new_class_offset, parse_targets, top_features
-from .base import Learner
-from .finetune import grow_head
+from .topblock import SplitCache, fit_top, parse_targets, top_features
+from .base import Learner, saved_head
 from .settings import Count, Fraction, Positive, PositiveFloat
 
 
@@ -133,11 +132,9 @@ class InfLoRA(Learner):
                 w += (site.scaling * branch[f"{n}.B"].to(w.device) @ branch[f"{n}.A"].to(w.device)).view_as(w)
         self.branches.append(branch)
 
-    def learn(self, task) -> None:
-        new_class_offset(self, task)
+    def _learn(self, task) -> None:
         c = self.config
-        self.num_classes += len(task.classes)
-        self.head = grow_head(self.head, self.backbone.dim, self.num_classes)
+        self.head = self.grow_head(self.head, self.backbone.dim)
         grams = self.input_grams(task.train.inputs)
         self.top.new_task()
         for n, site in self.top.sites.items():
@@ -172,6 +169,4 @@ class InfLoRA(Learner):
             prefix = f"adapter.{t}."
             self.merge({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.basis = {g: tensors[f"subspace.{g}"] for g in self.basis}
-        w = tensors["head.weight"]
-        self.head = grow_head(None, w.shape[1], w.shape[0])
-        self.head.load_state_dict({"weight": w, "bias": tensors["head.bias"]})
+        self.head = saved_head(tensors)

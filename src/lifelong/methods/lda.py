@@ -40,8 +40,7 @@ class LDA(Learner):
     def shrink(self) -> float:
         return SHRINKAGES[int(self.hits.argmax())]
 
-    def learn(self, task) -> None:
-        self.num_classes += len(task.classes)
+    def _learn(self, task) -> None:
         train, held = held_out(task)
         self.model.add(*self.model.task_statistics(self.features(train.inputs), train.labels, task.classes))
         x = self.features(held.inputs)

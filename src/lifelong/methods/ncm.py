@@ -25,10 +25,9 @@ class NCM(Learner):
         super().__init__(backbone, config, features)
         self.means = torch.empty(0, backbone.dim)
 
-    def learn(self, task) -> None:
+    def _learn(self, task) -> None:
         feats = self.features(task.train.inputs)
         self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
-        self.num_classes = len(self.means)
 
     def predict(self, inputs) -> torch.Tensor:
         return F.normalize(self.features(inputs), dim=-1) @ F.normalize(self.means, dim=-1).T

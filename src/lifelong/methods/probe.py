@@ -55,8 +55,7 @@ class Probe(Learner):
         opt.step(closure)
         return w.detach(), b.detach()
 
-    def learn(self, task) -> None:
-        self.num_classes += len(task.classes)
+    def _learn(self, task) -> None:
         train, held = held_out(task)
         from_train = held is not task.val  # held-out carved from train goes back into the final fit
         self.train_x.append(self.features(train.inputs))

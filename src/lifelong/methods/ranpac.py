@@ -41,8 +41,7 @@ class RanPAC(Learner):
         self.lam = None
         self.held_out: list[tuple[torch.Tensor, torch.Tensor]] = []  # features of held-out data, for lambda only
 
-    def learn(self, task) -> None:
-        self.num_classes += len(task.classes)
+    def _learn(self, task) -> None:
         train, held = held_out(task)
         phi = self.expand(self.features(train.inputs))
         self.gram += phi.T @ phi

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from ..adapters import TopBlocks
 from ..data.task import Examples
 from . import register
-from .topblock import SplitCache, fit_top, new_class_offset, top_features
-from .base import Learner
-from .finetune import grow_head
+from .topblock import SplitCache, fit_top, top_features
+from .base import Learner, saved_head
 from .training import fit
 from .settings import Count, NonNegative, Positive, PositiveFloat
 
@@ -91,10 +90,8 @@ class SLCA(Learner):
         hidden, _ = self.cache(list(texts))
         return top_features(self.top, hidden)
 
-    def learn(self, task) -> None:
-        new_class_offset(self, task)
-        self.num_classes += len(task.classes)
-        self.head = grow_head(self.head, self.backbone.dim, self.num_classes)
+    def _learn(self, task) -> None:
+        self.head = self.grow_head(self.head, self.backbone.dim)
         c = self.config
         groups = [{"params": self.top.parameters(), "lr": c.slow * c.lr}, {"params": self.head.parameters(), "lr": c.lr}]
         fit_top(self.top, self.cache, self.head, task, groups, c, f"slca task {task.index}")
@@ -137,7 +134,5 @@ class SLCA(Learner):
 
     def load_state(self, tensors):
         self.top.blocks.load_state_dict({k[len("blocks."):]: v for k, v in tensors.items() if k.startswith("blocks.")})
-        w = tensors["head.weight"]
-        self.head = grow_head(None, w.shape[1], w.shape[0])
-        self.head.load_state_dict({"weight": w, "bias": tensors["head.bias"]})
+        self.head = saved_head(tensors)
         self.mean, self.factor, self.rest = (tensors[f"stats.{k}"].float() for k in ("mean", "factor", "rest"))

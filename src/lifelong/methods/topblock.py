@@ -1,7 +1,6 @@
 """The shared machinery of every method that learns in the top blocks of a frozen backbone (`adapters`, `aper`,
 `slca`, `inflora`, `ekpc`): the frozen pass cached once per input (`SplitCache`), training through it (`fit_top`,
-`train_adapter`), pooled features of the top blocks (`top_features`, `adapted`), the class offset of a task and the
-head refit. A method file imports these from here, never from a sibling method.
+`train_adapter`), pooled features of the top blocks (`top_features`, `adapted`) and the head refit. A method file imports these from here, never from a sibling method.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..adapters import AdaptedTop, AdapterConfig
 from ..data.task import Examples
-from ..errors import LifelongError
-from .base import Learner
 from .settings import AdapterKind, Count, Positive, PositiveFloat, Precision
 from .training import fit
 
@@ -140,14 +137,6 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
     top.set_active(which)
     h, mask = pad(hidden)
     return top(h, mask)
-
-
-def new_class_offset(learner: Learner, task) -> int:
-    """First global id of the task's classes; methods with one output column per class need them new and
-    consecutive (class-incremental streams)."""
-    if task.classes != list(range(learner.num_classes, learner.num_classes + len(task.classes))):
-        raise LifelongError(f"{learner.name} needs each task to introduce new, consecutive class ids")
-    return learner.num_classes
 
 
 @torch.no_grad()
