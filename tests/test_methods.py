@@ -56,6 +56,23 @@ def test_settings_parse_the_usual_spellings():
         methods.config_from_dict(methods.get("adapters").Config, {"epochs": 0})
 
 
+def test_adapter_settings_have_one_home_and_fixed_ones_are_no_settings():
+    from lifelong.methods.topblock import AdapterSettings
+
+    shape = set(methods.settings(AdapterSettings))
+    assert shape == {"blocks", "adapter", "precision", "rank", "alpha", "targets"}
+    for name, fixed in [("adapters", set()), ("aper", set()), ("ekpc", {"precision"}),
+                        ("inflora", {"adapter", "precision"})]:
+        cls = methods.get(name)
+        assert issubclass(cls.Config, AdapterSettings) and shape - set(methods.settings(cls.Config)) == fixed
+        for key in fixed:
+            with pytest.raises(LifelongError, match=f"unknown setting {key!r}"):
+                methods.config_from_dict(cls.Config, {key: "fp16" if key == "precision" else "bottleneck"})
+    inflora = methods.config_from_dict(methods.get("inflora").Config, {"rank": "4"}).adapter_config()
+    assert (inflora.kind, inflora.precision, inflora.rank) == ("lora", "fp32", 4)
+    assert methods.get("ekpc").Config(adapter="bottleneck").adapter_config().precision == "fp32"
+
+
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_every_method_accepts_its_own_defaults(name):
     cls = methods.get(name)

@@ -18,34 +18,25 @@ them). Only the top `blocks` blocks carry the adapter, on the frozen lower block
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import AdaptedTop, AdapterConfig
+from ..adapters import AdaptedTop
 from ..devices import module_device
 from . import register
-from .topblock import (
-    SplitCache,
-    fit_top,
-    pad,
-    parse_targets,
-    top_features,
-)
+from .topblock import AdapterSettings, SplitCache, fit_top, pad, top_features
 from .base import Learner
 from .ncm import class_means
 from .ridge import ridge_solve
-from .settings import AdapterKind, Count, NonNegative, Positive, PositiveFloat
+from .settings import NonNegative, Positive, PositiveFloat
 
 
 @dataclass
-class EKPCConfig:
-    adapter: AdapterKind = "lora"  # lora | bottleneck, one shared across tasks (fp32)
-    rank: Positive = 8
-    alpha: PositiveFloat = 16.0
-    targets: str = "query,value"
-    blocks: Count = 2
+class EKPCConfig(AdapterSettings):
+    precision: ClassVar[str] = "fp32"  # fixed: the one shared adapter keeps training from task to task
     epochs: Positive = 5
     lr: PositiveFloat = 3e-3
     batch_size: Positive = 32
@@ -53,10 +44,6 @@ class EKPCConfig:
     importance_batches: Positive = 50  # mini-batches of a task used to measure importance
     drift_ridge: NonNegative = 0.1  # TSDC: ridge (relative to the feature energy) shrinking the drift map towards none
     seed: int = 0
-
-    def adapter_config(self) -> AdapterConfig:
-        return AdapterConfig(self.adapter, "fp32", self.rank, self.alpha, parse_targets(self.targets),
-                             self.blocks).validate()
 
 
 def compensate(before: torch.Tensor, after: torch.Tensor, prototypes: torch.Tensor, ridge: float) -> torch.Tensor:

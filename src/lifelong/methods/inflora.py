@@ -18,30 +18,26 @@ the bases, and the head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..adapters import AdaptedTop, AdapterConfig
+from ..adapters import AdaptedTop
 from . import register
-from .topblock import SplitCache, fit_top, parse_targets, top_features
+from .topblock import AdapterSettings, SplitCache, fit_top, top_features
 from .base import Learner, saved_head
-from .settings import Count, Fraction, Positive, PositiveFloat
+from .settings import Fraction, Positive, PositiveFloat
 
 
 @dataclass
-class InfLoRAConfig:
-    rank: Positive = 8
-    alpha: PositiveFloat = 16.0  # the update is (alpha / rank) * B A
-    targets: str = "query,value"
-    blocks: Count = 2  # LoRA in the top N blocks (0: all)
+class InfLoRAConfig(AdapterSettings):
+    adapter: ClassVar[str] = "lora"  # fixed: InfLoRA designs a LoRA's down-projection
+    precision: ClassVar[str] = "fp32"  # fixed: each branch is merged into the weights
     threshold: Fraction = 0.95  # fraction of each task's input energy whose subspace is protected from later tasks
     epochs: Positive = 5
     lr: PositiveFloat = 3e-3
     batch_size: Positive = 32
     seed: int = 0
-
-    def adapter_config(self) -> AdapterConfig:
-        return AdapterConfig("lora", "fp32", self.rank, self.alpha, parse_targets(self.targets), self.blocks).validate()
 
 
 def complement(basis: torch.Tensor) -> torch.Tensor:

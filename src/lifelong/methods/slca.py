@@ -25,15 +25,14 @@ import torch.nn.functional as F
 from ..adapters import TopBlocks
 from ..data.task import Examples
 from . import register
-from .topblock import SplitCache, fit_top, top_features
+from .topblock import SplitCache, TopBlockSettings, fit_top, top_features
 from .base import Learner, saved_head
 from .training import fit
 from .settings import Count, NonNegative, Positive, PositiveFloat
 
 
 @dataclass
-class SLCAConfig:
-    blocks: Count = 2  # train the top N transformer blocks (0: all, as in the paper)
+class SLCAConfig(TopBlockSettings):  # blocks: those trained (0: all, as in the paper)
     epochs: Positive = 3
     lr: PositiveFloat = 3e-3  # head
     slow: NonNegative = 0.01  # backbone learning rate = slow * lr

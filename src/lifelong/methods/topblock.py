@@ -19,23 +19,37 @@ from .training import fit
 
 
 @dataclass
-class AdapterTrainConfig:
-    """Settings of one trained adapter and its task head (shared by `adapters` and `aper`)."""
+class TopBlockSettings:
+    """Where a top-block method learns (`slca` trains these blocks, the others adapt them)."""
 
-    adapter: AdapterKind = "lora"  # lora | bottleneck
+    blocks: Count = 2  # the top N blocks of the backbone (0: all)
+
+
+@dataclass
+class AdapterSettings(TopBlockSettings):
+    """The adapter in those blocks: the one home of these settings, for every method that injects one. A method
+    that fixes one of them declares it a `ClassVar` (InfLoRA: `adapter = "lora"`), which makes it no setting: it can
+    be neither passed with --set nor saved."""
+
+    adapter: AdapterKind = "lora"  # a registered kind: lora | bottleneck
     precision: Precision = "1bit"  # 1bit | ternary | fp16 | fp32
     rank: Positive = 8  # LoRA rank or bottleneck width
-    alpha: PositiveFloat = 16.0
-    targets: str = "query,value"  # LoRA target linear layers, comma-separated
-    blocks: Count = 2  # adapt the top N blocks (0: all)
-    epochs: Positive = 6
-    lr: PositiveFloat = 3e-3
-    batch_size: Positive = 32
-    seed: int = 0
+    alpha: PositiveFloat = 16.0  # LoRA: the update is (alpha / rank) * B A
+    targets: str = "query,value"  # LoRA target layers, comma-separated
 
     def adapter_config(self) -> AdapterConfig:
         return AdapterConfig(self.adapter, self.precision, self.rank, self.alpha, parse_targets(self.targets),
                              self.blocks).validate()
+
+
+@dataclass
+class AdapterTrainConfig(AdapterSettings):
+    """Settings of one trained adapter and its task head (shared by `adapters` and `aper`)."""
+
+    epochs: Positive = 6
+    lr: PositiveFloat = 3e-3
+    batch_size: Positive = 32
+    seed: int = 0
 
 
 def parse_targets(targets: str) -> list[str]:
