@@ -277,6 +277,17 @@ def test_injection_leaves_frozen_path_exact(request, which, kind, sites):
     assert "LoRA" not in repr(enc.model) and "Bottleneck" not in repr(enc.model)
 
 
+def test_adapter_placement_is_the_adapters_layers_not_the_backbones(vit):
+    from torch import nn
+
+    from lifelong.backbones.image import StagedModel
+
+    assert vars(vit.model.config).keys() == {"modality", "model_type", "num_hidden_layers", "hidden_size", "block_dims"}
+    other = StagedModel(nn.Identity(), nn.ModuleList([nn.Linear(4, 4)]), nn.Identity(), 4, "convnext", [4])
+    with pytest.raises(LifelongError, match="no adapter placement for image models of type 'convnext'"):
+        AdaptedTop(other, AdapterConfig(kind="lora", rank=2, blocks=1))
+
+
 def test_lora_on_explicit_vit_targets(vit):
     top = AdaptedTop(vit.model, AdapterConfig(kind="lora", rank=2, blocks=0, targets=["o_proj", "fc1"]))
     assert sorted(top.sites) == ["blocks.0.attention.o_proj", "blocks.0.mlp.fc1", "blocks.1.attention.o_proj",

@@ -13,6 +13,7 @@ import re
 import torch.nn.functional as F
 from torch import nn
 
+from .families import family
 from .site import AdapterSite, Param, register_kind
 
 
@@ -63,10 +64,10 @@ class ConvBlockBottleneck(ParallelBottleneck):
 @register_kind("bottleneck")
 def wrap(name: str, module: nn.Module, top) -> AdapterSite | None:
     """Where a bottleneck goes depends on the model: parallel to a BERT-family block's MLP output module, parallel
-    to a ViT block's `mlp` (the model config's `bottleneck` names it), or after each convolutional block."""
+    to a ViT block's `mlp` (families.py names it per model family), or after each convolutional block."""
     c = top.config
     if top.image:
-        where = top.model_config.bottleneck
+        where = family(top.model_config).bottleneck
         if where == "block" and re.fullmatch(r"\d+", name):
             dim = top.model_config.block_dims[top.split + int(name)]
             return ConvBlockBottleneck(module, dim, c.rank, c.precision)

@@ -7,9 +7,9 @@ adapter: scoring T tasks costs one backbone pass plus the top blocks per routed 
 
 Image backbones (config.modality == "image", backbones/image.py): `forward(hidden)` runs the copied blocks and a
 frozen copy of the backbone's pooling tail (a mask, if passed, is ignored: every image has the same hidden shape).
-LoRA also goes on 1x1 convolutions, and the default targets (query, value) mean the backbone's own (ViT: q_proj,
+LoRA also goes on 1x1 convolutions, and the default targets (query, value) mean the model family's own (ViT: q_proj,
 v_proj; EfficientNet: the expand and project 1x1 convolutions); a bottleneck goes parallel to each ViT block's MLP
-(AdaptFormer), or after each convolutional block.
+(AdaptFormer), or after each convolutional block: families.py holds this per family.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import LifelongError
 from . import bottleneck, lora  # noqa: F401  (they register the kinds "bottleneck" and "lora")
+from .families import family
 from .quant import check_precision
 from .site import KINDS, AdapterSite
 
@@ -103,7 +104,7 @@ class AdaptedTop(TopBlocks):
         self.config = config
         self.targets = list(config.targets)
         if self.image and tuple(self.targets) == DEFAULT_TARGETS:
-            self.targets = list(self.model_config.default_targets)
+            self.targets = list(family(self.model_config).targets)
         for p in self.blocks.parameters():
             p.requires_grad_(False)
         self.sites: dict[str, AdapterSite] = {}

@@ -33,17 +33,17 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class StagedModel(nn.Module):
     """stem -> blocks -> tail (pooled feature), so the frozen lower blocks can run once and the top ones be adapted.
 
-    `config` mimics the Hugging Face fields AdaptedTop reads (num_hidden_layers, hidden_size) and adds how to adapt
-    this model: its default LoRA targets, where a bottleneck adapter goes ("mlp": parallel to each block's MLP,
-    "block": after each convolutional block) and each block's output width.
+    `config` describes the structure only, with the Hugging Face field names where there are some: the family
+    (`model_type`, which the adapters layer keys its own placement table on), num_hidden_layers, hidden_size, and
+    each block's output width (`block_dims`, which `encode_split` pools).
     """
 
-    def __init__(self, stem: nn.Module, blocks: nn.ModuleList, tail: nn.Module, dim: int, default_targets: list[str],
-                 bottleneck: str, block_dims: list[int]):
+    def __init__(self, stem: nn.Module, blocks: nn.ModuleList, tail: nn.Module, dim: int, model_type: str,
+                 block_dims: list[int]):
         super().__init__()
         self.stem, self.blocks, self.tail = stem, blocks, tail
-        self.config = SimpleNamespace(modality="image", num_hidden_layers=len(blocks), hidden_size=dim,
-                                      default_targets=default_targets, bottleneck=bottleneck, block_dims=block_dims)
+        self.config = SimpleNamespace(modality="image", model_type=model_type, num_hidden_layers=len(blocks),
+                                      hidden_size=dim, block_dims=block_dims)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         h = self.stem(pixels)

@@ -96,8 +96,7 @@ def efficientnet_lite0(pretrained: bool = True) -> StagedModel:
     stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
     tail = _ConvHead(net._conv_head, net._bn1, net._swish)
     dims = [b._bn2.num_features for b in net._blocks]
-    model = StagedModel(stem, net._blocks, tail, net._conv_head.out_channels,
-                        default_targets=["_expand_conv", "_project_conv"], bottleneck="block", block_dims=dims)
+    model = StagedModel(stem, net._blocks, tail, net._conv_head.out_channels, "efficientnet", dims)
     return model.eval()
 
 
@@ -135,6 +134,6 @@ def hf_vit(path: str) -> tuple[StagedModel, int, tuple, tuple]:
             mean, std = tuple(p.get("image_mean", mean)), tuple(p.get("image_std", std))
         except (OSError, ValueError):
             pass
-    model = StagedModel(vit.embeddings, blocks, _ClsPool(vit.layernorm), c.hidden_size,
-                        default_targets=["q_proj", "v_proj"], bottleneck="mlp", block_dims=[c.hidden_size] * len(blocks))
+    model = StagedModel(vit.embeddings, blocks, _ClsPool(vit.layernorm), c.hidden_size, c.model_type,
+                        [c.hidden_size] * len(blocks))
     return model.eval(), c.image_size, mean, std
