@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import LifelongError
 from .experiment import Experiment
 from .io import write_json
-from .report.grid import MANIFEST
+from .layout import BENCH_MANIFEST
 
 log = logging.getLogger("lifelong")
 FILE_TASKS = ("task_field", "tasks_file")  # Experiment fields that define a data file's tasks
@@ -150,7 +150,7 @@ def run_cell(cell: Cell, root: Path) -> str | None:
 def run_grid(cells: list[Cell], root: Path, argv: list[str] | None = None) -> list[str]:
     """Run every unfinished cell in order, going on past failures; returns 'cell: reason' per failed cell."""
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / MANIFEST, {"command": argv, "cells": [
+    write_json(root / BENCH_MANIFEST, {"command": argv, "cells": [
         {"benchmark": c.benchmark, "cell": c.name, "label": c.experiment.label,
          "argv": c.experiment.argv(root / c.path)} for c in cells]})
     failed = []

@@ -1,6 +1,7 @@
 """The shared machinery of every method that learns in the top blocks of a frozen backbone (`adapters`, `aper`,
-`slca`, `inflora`, `ekpc`): the frozen pass cached once per input (`SplitCache`), training through it (`fit_top`,
-`train_adapter`), pooled features of the top blocks (`top_features`, `adapted`) and the head refit. A method file imports these from here, never from a sibling method.
+`slca`, `inflora`, `ekpc`): their settings (`TopBlockSettings`, `AdapterSettings`), the frozen pass cached once per
+input (`SplitCache`), training through it (`fit_top`, `train_adapter`), pooled features of the top blocks
+(`top_features`, `adapted`) and the head refit. A method file imports these from here, never from a sibling method.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from lifelong.errors import LifelongError
 from lifelong.io import write_text
+from lifelong.layout import BENCH_MANIFEST
 from lifelong.report import html
 from lifelong.report.plots import accuracy_curve, accuracy_heatmap, accuracy_vs_bytes
 from lifelong.report.summary import COMPARISON_HEADER, comparison_row, md_table
 
 __all__ = ["collect", "collect_all", "write_report"]
 
-MANIFEST = "bench.json"
 CURVES, VS_BYTES, HEATMAP = "accuracy_curves.png", "accuracy_vs_bytes.png", "accuracy_matrix.png"
 LEGEND = ("Final accuracy: average over all tasks after the last one. Avg. incremental accuracy: mean over the "
           "stream of the average accuracy on the tasks seen so far. Forgetting: mean drop from each task's best "
@@ -54,7 +54,7 @@ def _read(path: Path) -> dict:
 def collect(root: Path) -> list[Section]:
     """The finished cells of a bench directory, grouped by benchmark, each result labelled (its label, else the
     cell)."""
-    manifest = _read(root / MANIFEST) if (root / MANIFEST).exists() else {"cells": []}
+    manifest = _read(root / BENCH_MANIFEST) if (root / BENCH_MANIFEST).exists() else {"cells": []}
     planned = [(c["benchmark"], c["cell"]) for c in manifest["cells"]]
     labels = {(c["benchmark"], c["cell"]): c.get("label") for c in manifest["cells"]}
     found = sorted((p.parent.parent.name, p.parent.name) for p in root.glob("*/*/results.json"))
@@ -85,7 +85,7 @@ def collect_all(paths: list[Path]) -> list[Section]:
     for path in map(Path, paths):
         if (path / "results.json").is_file():
             runs = [path]
-        elif (path / MANIFEST).is_file() or any(path.glob("*/*/results.json")):
+        elif (path / BENCH_MANIFEST).is_file() or any(path.glob("*/*/results.json")):
             for section in collect(path):
                 add(section)
             continue
