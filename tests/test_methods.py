@@ -144,6 +144,22 @@ def test_classes_are_counted_task_by_task(tiny_backbone, stream):
     assert finetune.num_classes == 2 and finetune.head.out_features == 2
 
 
+def test_a_task_that_fails_to_learn_is_not_counted(tiny_backbone, stream, monkeypatch):
+    learner = methods.get("ncm")(load_backbone(tiny_backbone))
+    learner.learn(stream.tasks[0])
+
+    def fail(task):
+        raise LifelongError("refused")
+
+    monkeypatch.setattr(learner, "_learn", fail)
+    with pytest.raises(LifelongError, match="refused"):
+        learner.learn(stream.tasks[1])
+    assert learner.num_classes == 2  # the same task can be learned again once fixed
+    monkeypatch.undo()
+    learner.learn(stream.tasks[1])
+    assert learner.num_classes == 4
+
+
 def test_head_growth_keeps_old_rows(tiny_backbone):
     learner = methods.get("ncm")(load_backbone(tiny_backbone))
     learner.num_classes = 2

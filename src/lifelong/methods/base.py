@@ -73,8 +73,13 @@ class Learner(ABC):
         if list(task.classes) != expected:
             raise LifelongError(f"{self.name}: task {task.index} brings class ids {list(task.classes)}, expected the "
                                 f"next ones {expected} (ids are global, numbered in order of first appearance)")
+        before = self.num_classes
         self.num_classes += len(task.classes)
-        self._learn(task)
+        try:
+            self._learn(task)
+        except BaseException:
+            self.num_classes = before  # a refused or interrupted task leaves the count as it was
+            raise
 
     @abstractmethod
     def _learn(self, task: Task) -> None:
