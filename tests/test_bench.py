@@ -9,12 +9,38 @@ import pytest
 from conftest import intent_rows
 from test_cli import REQUIRED, assert_one_line_error, lifelong
 
+from lifelong import bench
 from lifelong.bench import parse_method, plan, split_methods
 from lifelong.errors import LifelongError
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = "ncm,adapters:precision=fp32,rank=2"  # the second: cell adapters-fp32-rank2, label adapters:fp32:rank=2
 CELLS = {"intents": ["ncm", "adapters-fp32-rank2"], "bad": ["ncm", "adapters-fp32-rank2"]}
+
+
+def test_jobs_run_cells_at_once_and_split_the_threads(tmp_path, intents_jsonl, monkeypatch):
+    import threading
+
+    cells = plan([str(intents_jsonl)], ["ncm", "lda", "probe"], {"classes_per_task": 2}, {})
+    together = threading.Barrier(2, timeout=30)  # broken (and the test failed) unless two cells run at once
+    seen = []
+
+    def fake(cell, root, env):
+        seen.append((cell.name, env["LIFELONG_THREADS"]))
+        if cell.name != "probe":
+            together.wait()  # ncm and lda, the first two cells, wait for each other
+        if cell.name == "lda":
+            (root / cell.path).mkdir(parents=True)
+            (root / cell.path / "results.json").write_text('{"final_accuracy": 0.5}')
+            return None
+        return "exit 1: boom"
+
+    monkeypatch.setattr(bench, "run_cell", fake)
+    monkeypatch.setenv("LIFELONG_THREADS", "4")
+    failed = bench.run_grid(cells, tmp_path, jobs=2)
+    assert sorted(seen) == [("lda", "2"), ("ncm", "2"), ("probe", "2")]
+    assert failed == [f"{cells[0].path}: exit 1: boom", f"{cells[2].path}: exit 1: boom"]  # in grid order
+    assert bench.cell_env(1) is None
 
 
 def test_method_specs():

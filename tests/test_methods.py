@@ -212,3 +212,15 @@ def test_feature_cache_embeds_once_and_persists(tiny_backbone, tmp_path):
     again = FeatureCache(enc, tmp_path)
     assert torch.equal(again(["three", "one"]), torch.stack([b[1], a[0]]))
     assert calls == [2, 1]
+
+
+def test_runs_sharing_a_feature_cache_keep_each_others_rows(tiny_backbone, tmp_path):
+    enc = load_backbone(tiny_backbone)
+    first, second = FeatureCache(enc, tmp_path), FeatureCache(enc, tmp_path)  # both load the same (empty) disk copy
+    a, b = first(["alpha", "beta"]), second(["gamma"])
+    first.save()
+    second.save()  # the later writer merges what the earlier one wrote instead of replacing it
+    calls = []
+    enc.encode = lambda xs, progress=False: calls.append(len(xs))
+    merged = FeatureCache(enc, tmp_path)
+    assert torch.equal(merged(["gamma", "alpha", "beta"]), torch.cat([b, a])) and calls == []

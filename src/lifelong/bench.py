@@ -7,7 +7,10 @@ go to every method that has them; a cell's own settings win.
 
 Every cell is checked before any runs. A cell runs in a process of its own (its peak memory is its own, a crash
 stays in it), logging to DIR/<benchmark>/<cell>.log. A cell whose results.json exists (written last, atomically)
-finished earlier and is skipped, so rerunning the command resumes an interrupted grid.
+finished earlier and is skipped, so rerunning the command resumes an interrupted grid. With `jobs` > 1 that many
+cells run at once, the CPU threads split between them (LIFELONG_THREADS, else every core, divided by `jobs`): cells
+are independent, so a grid of small cells fills a machine that one cell would leave idle. Timings of cells that ran
+together are not comparable with cells that ran alone.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import LifelongError
@@ -132,7 +137,7 @@ def _last_error(log_path: Path) -> str:
     return errors[-1] if errors else (lines[-1] if lines else "no output")
 
 
-def run_cell(cell: Cell, root: Path) -> str | None:
+def run_cell(cell: Cell, root: Path, env: dict | None = None) -> str | None:
     """Run one cell as `lifelong run` in a child process; None when it finished, else the reason it did not."""
     out, log_path = root / cell.path, root / cell.benchmark / f"{cell.name}.log"
     args = cell.experiment.argv(out)
@@ -141,32 +146,45 @@ def run_cell(cell: Cell, root: Path) -> str | None:
         f.write(f"$ lifelong {shlex.join(args)}\n")
         f.flush()
         code = subprocess.run([sys.executable, "-m", "lifelong.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                              check=False).returncode
+                              check=False, env=env).returncode
     if code == 0 and (out / "results.json").exists():
         return None
     return f"exit {code}: {_last_error(log_path)}"
 
 
-def run_grid(cells: list[Cell], root: Path, argv: list[str] | None = None) -> list[str]:
-    """Run every unfinished cell in order, going on past failures; returns 'cell: reason' per failed cell."""
+def cell_env(jobs: int) -> dict | None:
+    """The environment of each cell when `jobs` run at once: the threads split between them (None: inherit)."""
+    if jobs <= 1:
+        return None
+    total = int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1)
+    return {**os.environ, "LIFELONG_THREADS": str(max(1, total // jobs))}
+
+
+def run_grid(cells: list[Cell], root: Path, argv: list[str] | None = None, jobs: int = 1) -> list[str]:
+    """Run every unfinished cell, `jobs` at a time, going on past failures; returns 'cell: reason' per failed
+    cell, in grid order."""
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / BENCH_MANIFEST, {"command": argv, "cells": [
+    write_json(root / BENCH_MANIFEST, {"command": argv, "jobs": jobs, "cells": [
         {"benchmark": c.benchmark, "cell": c.name, "label": c.experiment.label,
          "argv": c.experiment.argv(root / c.path)} for c in cells]})
-    failed = []
-    for k, cell in enumerate(cells, 1):
+    env = cell_env(jobs)
+
+    def one(k: int, cell: Cell) -> str | None:
         tag = f"[{k}/{len(cells)}] {cell.path}"
         if (root / cell.path / "results.json").exists():
             log.info("%s: skip, finished earlier (results.json exists)", tag)
-            continue
+            return None
         log.info("%s: running %s (log: %s.log)", tag, cell.experiment.label, root / cell.path)
         t0 = time.perf_counter()
-        reason = run_cell(cell, root)
+        reason = run_cell(cell, root, env)
         if reason:
             log.error("%s: FAILED after %.1fs, %s", tag, time.perf_counter() - t0, reason)
-            failed.append(f"{cell.path}: {reason}")
-            continue
+            return f"{cell.path}: {reason}"
         final = json.loads((root / cell.path / "results.json").read_text()).get("final_accuracy")
         log.info("%s: done in %.1fs, final accuracy %s", tag, time.perf_counter() - t0,
                  f"{100 * final:.2f}%" if isinstance(final, float) else final)
-    return failed
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, range(1, len(cells) + 1), cells))
+    return [reason for reason in outcomes if reason]

@@ -132,6 +132,7 @@ def bench(
     cache_dir: Annotated[Path | None, typer.Option(help="Keep frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
     save: Annotated[bool, typer.Option(help="Save each cell's final model to its model/.")] = True,
     log_: Annotated[str, typer.Option("--log", metavar="TRACKERS", help="Trackers of every cell beside its metrics.csv (as `run --log`).")] = "",
+    jobs: Annotated[int, typer.Option(min=1, help="Cells run at once, the CPU threads (LIFELONG_THREADS, else all cores) split between them.")] = 1,
     device: DeviceOption = "auto",
     config: ConfigOption = None,
     quiet: QuietOption = False,
@@ -150,7 +151,7 @@ def bench(
     cells = plan(names, specs, common, grid_settings)
     log.info("bench: %d cells (%d benchmarks x %d methods) into %s", len(cells), len(names), len(specs), out)
     try:
-        failed = run_grid(cells, out, ["lifelong", *sys.argv[1:]])
+        failed = run_grid(cells, out, ["lifelong", *sys.argv[1:]], jobs)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished cells are kept: rerun the same command to resume", err=True)
         raise typer.Exit(130) from None

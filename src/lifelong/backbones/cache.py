@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -39,9 +40,14 @@ class FeatureCache:
             self.path = Path(directory) / f"features-{tag}.safetensors"
             self._load()
 
-    def _load(self) -> None:
+    def _lock(self) -> FileLock:
+        """Held while the two files are read or written: runs sharing a cache directory (`bench --jobs`) neither
+        read keys of one write with features of another nor drop each other's new rows."""
+        return FileLock(str(self.path.with_suffix(".lock")))
+
+    def _read(self) -> tuple[list[str], torch.Tensor] | None:
         if not self.path.exists():
-            return
+            return None
         try:
             tensors = load_file(self.path)
             keys = json.loads(self.path.with_suffix(".json").read_text())
@@ -49,9 +55,15 @@ class FeatureCache:
                 raise ValueError("key count mismatch")
         except (OSError, ValueError, SafetensorError, KeyError) as e:
             log.warning("ignoring unreadable feature cache %s (%s)", self.path, e)
-            return
-        self.table = tensors["features"]
-        self.rows = {k: i for i, k in enumerate(keys)}
+            return None
+        return keys, tensors["features"]
+
+    def _load(self) -> None:
+        with self._lock():
+            disk = self._read()
+        if disk is not None:
+            keys, self.table = disk
+            self.rows = {k: i for i, k in enumerate(keys)}
 
     def __call__(self, inputs: Sequence) -> torch.Tensor:
         keys = [input_key(x) for x in inputs]
@@ -75,8 +87,14 @@ class FeatureCache:
     def save(self) -> None:
         if not (self.path and self._dirty):
             return
-        keys = sorted(self.rows, key=self.rows.get)
-        # Keys first, features last: a reader seeing new features with old keys would fail the count check.
-        atomic_write(self.path.with_suffix(".json"), lambda p: p.write_text(json.dumps(keys)))
-        atomic_write(self.path, lambda p: save_file({"features": self.table.contiguous()}, str(p)))
+        with self._lock():
+            keys = sorted(self.rows, key=self.rows.get)
+            table = self.table
+            disk = self._read()  # rows another run added since this one loaded
+            if disk is not None:
+                theirs = [i for i, k in enumerate(disk[0]) if k not in self.rows]
+                keys += [disk[0][i] for i in theirs]
+                table = torch.cat([table, disk[1][theirs]])
+            atomic_write(self.path.with_suffix(".json"), lambda p: p.write_text(json.dumps(keys)))
+            atomic_write(self.path, lambda p: save_file({"features": table.contiguous()}, str(p)))
         self._dirty = False
