@@ -138,6 +138,41 @@ def test_real_uvicorn_on_loopback(served):
     assert "INFO uvicorn.error:" in output or "INFO uvicorn" in output
 
 
+def test_workers_each_load_the_model_and_follow_new_versions(served, tmp_path):
+    import re
+    import shutil
+    import threading
+
+    model = tmp_path / "model"
+    shutil.copytree(served, model)  # learned into below: the module's model stays as it was
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lifelong.cli", "serve", str(model), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "LIFELONG_THREADS": "2"}, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        for _ in range(1200):  # both workers up: each prints its line once it listens with the model loaded
+            if len({m for line in list(lines) for m in re.findall(r"\(version 1, worker (\d+)\)", line)}) == 2:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("two workers did not start:\n" + "".join(lines))
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.post(url + "/predict", json={"texts": ["will it rain tomorrow"]}, timeout=60).json()["version"] == 1
+        assert lifelong("learn", model, "--data", write_task(tmp_path / "t1.jsonl", GROUPS[1])).returncode == 0
+        answers = [httpx.post(url + "/predict", json={"texts": ["pay my gas bill"]}, timeout=60).json()
+                   for _ in range(8)]  # fresh connections: spread over the workers by the kernel
+        assert {a["version"] for a in answers} == {2}  # whichever worker answers follows the manifest
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert "Traceback" not in "".join(lines)
+
+
 def test_openapi_describes_responses_and_docs_are_off(client):
     schema = client.get("/openapi.json").json()
     predict = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]

@@ -236,14 +236,18 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     learn_token: Annotated[str | None, typer.Option(help="Enable POST /learn for requests bearing this token.", envvar="LIFELONG_LEARN_TOKEN")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes on the port, each with the model loaded; the CPU threads (LIFELONG_THREADS, else all cores) split between them.")] = 1,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Answer predictions over HTTP: POST /predict, GET /health, GET /info (POST /learn with a token)."""
     from ..devices import set_threads
-    from .server import create_app, run
+    from .server import create_app, run, run_workers
 
+    if workers > 1:
+        run_workers(model, learn_token, device, host, port, workers)
+        return
     set_threads()
     run(create_app(model, learn_token, device), host, port)
 

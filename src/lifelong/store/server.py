@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import threading
 from typing import Annotated
@@ -26,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..data.rows import check_label, check_text, show
@@ -215,22 +217,67 @@ class TimedH11(H11Protocol):
         self.loop.call_later(HEADER_TIMEOUT, lambda: self.scope is waiting and self.transport.close())
 
 
-def run(app: FastAPI, host: str, port: int) -> None:
-    """uvicorn on the root logger (one log format with the CLI); prints one line once the socket listens."""
-    import uvicorn
+WORKER_SPEC = "LIFELONG_SERVE_WORKER"  # how `serve --workers` tells its worker processes what to serve (JSON)
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                print(f"lifelong: serving {app.state.model_path} on http://{host}:{port} "
-                      f"(version {app.state.version()}); /health answers, /openapi.json describes the API",
-                      flush=True)
 
+def _announce(app: FastAPI, host: str, port: int, worker: bool) -> None:
+    print(f"lifelong: serving {app.state.model_path} on http://{host}:{port} (version {app.state.version()}"
+          + (f", worker {os.getpid()}" if worker else "") + "); /health answers, /openapi.json describes the API",
+          flush=True)
+
+
+class Server(uvicorn.Server):
+    """Prints one line once listening with the model loaded."""
+
+    app: FastAPI
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            _announce(self.app, self.config.host, self.config.port, worker=False)
+
+
+def _config(app, host: str, port: int, **kw) -> uvicorn.Config:
     logging.getLogger("uvicorn").setLevel(logging.getLogger("lifelong").getEffectiveLevel())
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, http=TimedH11, timeout_keep_alive=5,
-                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
-    Server(config).run()
+    return uvicorn.Config(app, host=host, port=port, log_config=None, http=TimedH11, timeout_keep_alive=5,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, **kw)
+
+
+def run(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn in this process, on the root logger (one log format with the CLI)."""
+    server = Server(_config(app, host, port))
+    server.app = app
+    server.run()
+
+
+def run_workers(path, learn_token: str | None, device: str, host: str, port: int, workers: int) -> None:
+    """`workers` server processes on one socket (uvicorn's supervisor restarts one that dies). Each loads the model
+    and follows the store's manifest as one process does, so a `learn` reaches every worker at its next request;
+    the threads (LIFELONG_THREADS, else every core) are split between them. The checks run here first, so a bad
+    model, token or device is one line before any worker starts."""
+    from uvicorn.supervisors import Multiprocess
+
+    create_app(path, learn_token, device)
+    threads = max(1, int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1) // workers)
+    os.environ[WORKER_SPEC] = json.dumps({"path": str(path), "learn_token": learn_token, "device": device,
+                                          "host": host, "port": port})
+    os.environ["LIFELONG_THREADS"] = str(threads)
+    config = _config("lifelong.store.server:worker_app", host, port, factory=True, workers=workers)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers` process (uvicorn imports this by name in each worker). The socket already
+    listens (the supervisor bound it), so the worker's line is printed once its model is loaded."""
+    from ..devices import set_threads
+    from ..options import setup_logging
+
+    setup_logging()
+    set_threads()
+    spec = json.loads(os.environ[WORKER_SPEC])
+    app = create_app(spec["path"], spec["learn_token"], spec["device"])
+    app.state.announce = lambda: _announce(app, spec["host"], spec["port"], worker=True)
+    return app
 
 
 def create_app(path, learn_token: str | None = None, device: str = "auto") -> FastAPI:
@@ -245,6 +292,8 @@ def create_app(path, learn_token: str | None = None, device: str = "auto") -> Fa
         """Load the backbone and the current version before the first request, not during it."""
         model = current()
         log.info("ready: %s, version %s, %d classes", store.path, model.version, len(model.classes))
+        if hasattr(app.state, "announce"):
+            app.state.announce()
         yield
 
     # no /docs or /redoc: their pages load scripts from a CDN and are blank offline; /openapi.json is served
