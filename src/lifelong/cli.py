@@ -86,6 +86,7 @@ def run(
     label: Annotated[str | None, typer.Option(help="Name of this run in plots and reports (default: the method).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in OUT (without it, a finished OUT is refused).")] = False,
     log_: Annotated[str, typer.Option("--log", metavar="TRACKERS", help="Trackers beside OUT/metrics.csv, comma-separated: tensorboard (OUT/tensorboard), mlflow (the store MLFLOW_TRACKING_URI names); `pip install 'lifelong[tracking]'`.")] = "",
+    nproc: Annotated[int, typer.Option(min=1, help="Processes on this machine (torchrun, gloo on CPU, NCCL on CUDA): each embeds a share of the inputs; the threads are split between them.")] = 1,
     device: DeviceOption = "auto",
     config: ConfigOption = None,
     quiet: QuietOption = False,
@@ -94,6 +95,12 @@ def run(
     """Run a continual-learning benchmark end to end: learn each task, evaluate on all seen tasks, write results."""
     from .experiment import Experiment
     from .report import print_table
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import launch
+
+        launch(nproc, ["run", *_without_nproc(sys.argv[1:])])
+        return
 
     values = parse_sets(set_ or [])
     flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "adapter": adapter, "precision": precision,
@@ -105,6 +112,8 @@ def run(
                             max_length=max_length, cache_dir=cache_dir, oos=oos, save=save, label=label,
                             device=device, log=log_)
     result = experiment.run(out, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")):
+        return  # with several processes the first one reports
     print_table(result)
     if oos:
         r = result["out_of_scope"]
@@ -112,6 +121,19 @@ def run(
                    f"(without rejection {r['in_scope_accuracy_no_rejection']:.4f}), "
                    f"out-of-scope recall {r['oos_recall']:.4f}, threshold {r['threshold']}")
     typer.echo(f"wrote {out / 'results.json'}")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line without its --nproc option (given to each launched process)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out[1:] if out and out[0] == "run" else out
 
 
 @app.command()

@@ -120,16 +120,16 @@ class Experiment:
         A finished run in `out` (its results.json) is refused unless `overwrite`."""
         import torch
 
-        from . import evaluation
+        from . import distributed, evaluation
         from .backbones import (
             FeatureCache,
             check_modality,
             default_backbone,
             load_backbone,
         )
-        from .devices import set_threads
         from .data import load_stream
-        from .io import write_json, write_text
+        from .devices import resolve_device, set_threads
+        from .io import crash_point, write_json, write_text
         from .report import accuracy_curve, accuracy_heatmap, markdown
         from .tracking import check as check_trackers
         from .tracking import trackers
@@ -145,7 +145,10 @@ class Experiment:
         stream = load_stream(self.benchmark, self.seed, self.classes_per_task, self.text_field, self.label_field,
                              self.test_file, self.task_field, self.tasks_file)
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
-        (out / "results.json").unlink(missing_ok=True)  # overwriting: the folder is not a finished run until the end
+        distributed.setup(resolve_device(self.device))  # with torchrun: join the group; only the main rank writes
+        main = distributed.is_main()
+        if main:
+            (out / "results.json").unlink(missing_ok=True)  # overwriting: not a finished run until the end
 
         torch.manual_seed(self.seed)
         backbone = self.backbone or default_backbone(stream)
@@ -156,9 +159,12 @@ class Experiment:
         learner = learner_cls(encoder, config, features)
         options = {**{k: v for k, v in dataclasses.asdict(self).items() if k != "settings"},
                    "backbone": backbone, "settings": dataclasses.asdict(config)}
-        tracked = trackers(self.log.split(","), out, options)
+        tracked = trackers(self.log.split(","), out, options) if main else []
 
         def progress(i, row):
+            crash_point(f"rank{distributed.rank()}-task{i}")  # fault injection (tests): a rank dying mid-run
+            if not main:
+                return
             acc = sum(row["accuracy"]) / len(row["accuracy"])
             log.info("after task %d: average accuracy %.4f, learn %.1fs", i + 1, acc, row["seconds"])
             features.save()
@@ -192,8 +198,11 @@ class Experiment:
                 "settings": dataclasses.asdict(config),
                 "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
             },
-            "environment": environment(encoder.device),
+            "environment": {**environment(encoder.device), "processes": distributed.world()},
         }
+        if not main:
+            distributed.teardown()
+            return result
         out.mkdir(parents=True, exist_ok=True)
         if self.save:
             learner.save(out / "model")
@@ -206,4 +215,5 @@ class Experiment:
         write_json(out / "results.json", result)  # last: its presence means the run finished
         for tracker in tracked:
             tracker.finish(result)
+        distributed.teardown()
         return result

@@ -64,3 +64,9 @@ def atomic_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the durability tests: LIFELONG_CRASH_AT=name kills this process here (SIGKILL)."""
+    if os.environ.get("LIFELONG_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)

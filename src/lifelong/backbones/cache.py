@@ -17,6 +17,7 @@ from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .. import distributed
 from ..io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,19 @@ class FeatureCache:
             new_inputs = [inputs[first[k]] for k in missing]
             if isinstance(inputs, torch.Tensor):
                 new_inputs = torch.stack(new_inputs)
-            feats = self.encoder.encode(new_inputs, progress=self.progress and len(missing) > 256)
+            feats = self._encode(new_inputs)
             start = len(self.table)
             self.table = torch.cat([self.table, feats])
             self.rows.update({k: start + i for i, k in enumerate(missing)})
             self._dirty = True
         return self.table[torch.tensor([self.rows[k] for k in keys], dtype=torch.long)]
+
+    def _encode(self, inputs) -> torch.Tensor:
+        """The frozen pass; with several processes (torchrun) each embeds its share and all receive every row."""
+        start, stop = distributed.share(len(inputs))
+        part = (self.encoder.encode(inputs[start:stop], progress=self.progress and stop - start > 256)
+                if stop > start else torch.empty(0, self.encoder.dim))
+        return distributed.gather_rows(part, len(inputs))
 
     def clear(self) -> None:
         """Drop the in-memory table (the disk copy, if any, stays)."""

@@ -33,7 +33,7 @@ from ..errors import LifelongError
 from ..evaluation import accuracy, best_scores
 from ..data.rows import check_label, check_rows, hold_out
 from ..io import fsync_dir as _fsync_dir
-from ..io import write_json
+from ..io import crash_point, write_json
 from ..model import Model
 from . import schema
 
@@ -370,7 +370,7 @@ class ModelStore:
             raise self._write_failed(e) from None
         manifest["versions"].append(entry)
         manifest["current"] = entry["version"]
-        _crash_point("before-manifest")
+        crash_point("before-manifest")
         try:
             write_json(self.manifest_path, manifest, MODE)
         except OSError as e:
@@ -388,7 +388,7 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             learner.save(tmp / "learner")
-            _crash_point("after-save")
+            crash_point("after-save")
             old = self.version_dir(parent["version"]) / "learner"
             files, total, new = {}, 0, 0
             for f in sorted((tmp / "learner").iterdir()):
@@ -412,7 +412,7 @@ class ModelStore:
             _fsync_dir(tmp)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
-            _crash_point("after-publish")
+            crash_point("after-publish")
             return info
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -447,7 +447,3 @@ def _calibrate(learner, calibration, ids: dict[str, int], oos_label: str, source
     return metrics["threshold"], metrics
 
 
-def _crash_point(name: str) -> None:
-    """Fault injection for the durability tests: LIFELONG_CRASH_AT=name kills this process here (SIGKILL)."""
-    if os.environ.get("LIFELONG_CRASH_AT") == name:
-        os.kill(os.getpid(), 9)

@@ -1,0 +1,54 @@
+"""Runs on 2 gloo processes (`lifelong run --nproc 2`, torchrun underneath) give what one process gives."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_cli import lifelong
+
+METHODS = ["ncm", "lda", "ranpac", "analytic"]
+
+
+def run(tmp_path, name, method, tiny_backbone, data, *extra, env=None):
+    out = tmp_path / name
+    args = ["run", "--benchmark", data, "--classes-per-task", 2, "--method", method, "--backbone", tiny_backbone,
+            "--out", out, *extra]
+    if env:
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "lifelong.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=600, env={**os.environ, **env})
+    else:
+        proc = lifelong(*args)
+    return out, proc
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_give_the_single_process_results(tmp_path, tiny_backbone, intents_jsonl, method):
+    one, p1 = run(tmp_path, "one", method, tiny_backbone, intents_jsonl)
+    two, p2 = run(tmp_path, "two", method, tiny_backbone, intents_jsonl, "--nproc", 2)
+    assert p1.returncode == 0, p1.stderr
+    assert p2.returncode == 0, p2.stderr
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    assert r2["environment"]["processes"] == 2 and r1["environment"]["processes"] == 1
+    m1, m2 = (torch.tensor([[v if v is not None else -1 for v in row] for row in r["accuracy_matrix"]])
+              for r in (r1, r2))
+    assert torch.allclose(m1, m2, atol=1e-6)
+    t1, t2 = (load_file(d / "model" / "weights.safetensors") for d in (one, two))
+    assert t1.keys() == t2.keys()
+    for k in t1:
+        assert torch.allclose(t1[k].double(), t2[k].double(), rtol=1e-4, atol=1e-5), k
+    assert p2.stdout.count("wrote ") == 1  # one process reports
+
+
+def test_a_process_that_dies_fails_the_run_in_one_line(tmp_path, tiny_backbone, intents_jsonl):
+    out, proc = run(tmp_path, "dead", "ncm", tiny_backbone, intents_jsonl, "--nproc", 2,
+                    env={"LIFELONG_CRASH_AT": "rank1-task0"})
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: process 1 of 2 was killed by signal 9, which stopped the run"], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "results.json").exists()
