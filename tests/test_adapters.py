@@ -232,12 +232,13 @@ def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
     assert (learner.hits >= first).all() and learner.hits.sum() > first.sum()  # summed over tasks
     s, t, b = (int(i) for i in torch.unravel_index(learner.hits.argmax(), learner.hits.shape))
     assert learner.mixture == (SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b])
-    assert learner.chosen() == dict(zip(("shrinkage", "temperature", "beta"), learner.mixture))
+    assert learner.chosen() == {**dict(zip(("shrinkage", "temperature", "beta"), learner.mixture)), "epochs": [1, 1]}
     # the val split is held out of training: the class model counts only the training examples
     assert learner.classes.counts.tolist() == [float(len(stream.tasks[0].train)) / 2] * 4
     learner.save(tmp_path / "m")
     again = methods.get("adapters").load(tmp_path / "m", enc)
     assert torch.equal(again.hits, learner.hits) and again.mixture == learner.mixture
+    assert again.epochs_trained == [1, 1]
     # task scores are log-posteriors: at the sharpest temperature the runner-up must not underflow to a tie
     learner.hits.zero_()
     learner.hits[0, 0, 0] = 1  # temperature 2^-6
@@ -373,3 +374,42 @@ def test_length_pooled_batches_cover_every_example_once():
     assert sorted(i for b in pooled for i in b) == list(range(1000)) and max(len(b) for b in pooled) == 32
     waste = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs) / sum(lengths)  # noqa: E731
     assert waste(pooled) < 1.1 < 1.5 < waste(plain)
+
+
+def test_training_stops_when_held_out_score_stops_improving_and_keeps_the_best_epoch():
+    from lifelong.data.task import Examples
+    from lifelong.methods.topblock import BestOnHeldOut
+    from lifelong.methods.training import fit
+
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    hidden = [torch.nn.functional.one_hot(y, 2).float()[None] for y in labels]  # one token: the label, one-hot
+    head = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # a head that is right on every held-out example
+        head.weight.copy_(torch.eye(2))
+        head.bias.zero_()
+    stop = BestOnHeldOut(lambda h, mask: h.sum(1), [], head, hidden, labels, patience=2)
+    assert stop(0) is False  # the first epoch is the best so far
+    best = [p.detach().clone() for p in head.parameters()]
+    with torch.no_grad():  # then one that is wrong on every one
+        head.weight.copy_(-torch.eye(2))
+    assert stop(1) is False and stop(2) is True  # two epochs without gain end training
+    assert stop.best_epoch == 0
+    stop.restore()
+    assert all(torch.equal(p, b) for p, b in zip(head.parameters(), best))
+
+    w = torch.zeros(1, requires_grad=True)  # the loop ends at the epoch the callback says
+    seen = []
+    history = fit(Examples(torch.zeros(8, 1), torch.zeros(8, dtype=torch.long)), lambda x, y: (w - 1).pow(2).sum(),
+                  [{"params": [w], "lr": 0.1}], 5, 4, 0, after_epoch=lambda e: seen.append(e) or e == 1)
+    assert seen == [0, 1] and len(history) == 2
+
+
+def test_adapters_choose_epochs_on_held_out_data(enc, stream):
+    config = {"epochs": 3, "rank": 4, "patience": 1}
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config, config))
+    learner.learn(with_val(stream).tasks[0])
+    assert 1 <= learner.epochs_trained[0] <= 3
+    off = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
+                                                                {**config, "patience": 0}))
+    off.learn(with_val(stream).tasks[0])
+    assert off.epochs_trained == [3]

@@ -51,6 +51,7 @@ class AdaptersConfig(AdapterTrainConfig):
     top_k: Positive = 2  # tasks whose adapters run per query
     max_dim: Count = 960  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see topblock.refit)
+    patience: Count = 1  # epochs (up to `epochs`) chosen on held-out data: stop after this many without gain (0: all)
 
 
 FORMAT = 3  # learner.json format: 3 = class model over every block's pooled output (2: over the top two; 1: prototypes)
@@ -75,6 +76,7 @@ class Adapters(Learner):
         # held-out hits per (shrinkage, temperature, mixture), summed over tasks: what the mixture settings are
         # chosen by (see routing.py)
         self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS), dtype=torch.float64)
+        self.epochs_trained: list[int] = []  # per task, as chosen on its held-out data (see topblock.BestOnHeldOut)
 
     @property
     def mixture(self) -> tuple[float, float, float]:
@@ -83,7 +85,7 @@ class Adapters(Learner):
         return SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b]
 
     def chosen(self) -> dict:
-        return dict(zip(("shrinkage", "temperature", "beta"), self.mixture))
+        return {**dict(zip(("shrinkage", "temperature", "beta"), self.mixture)), "epochs": list(self.epochs_trained)}
 
     # -- learning -------------------------------------------------------------------------------------------
     def _learn(self, task) -> None:
@@ -91,7 +93,9 @@ class Adapters(Learner):
         train, held = held_out(task)
         task = dataclasses.replace(task, train=train)
         hidden, _ = self.cache(train.inputs)
-        packed, head = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}")
+        packed, head, epochs = train_adapter(self.top, self.cache, task, self.config, f"adapters task {task.index}",
+                                             held, self.config.patience)
+        self.epochs_trained.append(epochs)
         if self.config.refit_head:
             self.top.set_active(len(self.heads))  # the adapter just banked, quantised as at inference
             head = refit(top_features(self.top, hidden), train.labels - offset, len(task.classes),
@@ -209,6 +213,7 @@ class Adapters(Learner):
             "format": FORMAT,
             "backbone_sha256": self.backbone.weights_hash(),
             "offsets": self.offsets,
+            "epochs_trained": self.epochs_trained,
             "files": [],
         }
 
@@ -264,6 +269,7 @@ class Adapters(Learner):
             learner.classes.load_classes(tensors)
         learner.num_classes = len(learner.task_of_class)  # from the task files, which the checksums vouch for
         learner.class_names = [str(c) for c in meta.get("classes") or []]
+        learner.epochs_trained = [int(e) for e in meta.get("epochs_trained") or []]
         return learner
 
 

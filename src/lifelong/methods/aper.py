@@ -38,7 +38,7 @@ class APER(Learner):
 
     def _learn(self, task) -> None:
         if not self.packed:
-            self.packed, _ = train_adapter(self.top, self.cache, task, self.config, f"aper adapt task {task.index}")
+            self.packed, _, _ = train_adapter(self.top, self.cache, task, self.config, f"aper adapt task {task.index}")
         feats = self.merged(task.train.inputs)
         self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
 

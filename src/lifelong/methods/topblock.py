@@ -166,7 +166,7 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256) -> torch
 
 
 def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict], config, desc: str,
-            extra=None) -> list[float]:
+            extra=None, after_epoch=None) -> list[float]:
     """Train on a task through the frozen pass and `forward(h, mask) -> pooled`: cross-entropy over the task's own
     classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given."""
     offset, n = min(task.classes), len(task.classes)
@@ -180,7 +180,7 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
     if getattr(cache.backbone, "modality", "text") == "text":  # batches of similar length pad little (training.py)
         lengths = [len(h) for h in cache(task.train.inputs)[0]]
     return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc,
-               lengths=lengths)
+               lengths=lengths, after_epoch=after_epoch)
 
 
 def refit(features: torch.Tensor, labels: torch.Tensor, classes: int, config, seed: int) -> nn.Linear:
@@ -206,11 +206,52 @@ def refit(features: torch.Tensor, labels: torch.Tensor, classes: int, config, se
     return head
 
 
-def train_adapter(top: AdaptedTop, cache: SplitCache, task, config, desc: str) -> tuple[dict, nn.Linear]:
-    """Train a fresh adapter and a head over the task's classes; returns the packed adapter and the head."""
+class BestOnHeldOut:
+    """Epochs chosen on held-out data of the task: after each epoch the adapter (quantised as at inference: the
+    training forward already quantises) and the head score the held-out examples; training stops once `patience`
+    epochs in a row bring no better score, and the best epoch's weights come back. The score is held-out hits, then
+    cross-entropy to break ties (hits saturate early on easy tasks, where the loss still tells overfitting apart).
+
+    Why: how many epochs a task needs depends on its data (a fixed count is either fitted to one benchmark or
+    wasted time on the others), and the held-out examples that choose it are the task's own, already kept out of
+    adapter and head for choosing the mixture (`held_out`)."""
+
+    def __init__(self, forward, params: list[torch.Tensor], head: nn.Linear, hidden: list[torch.Tensor],
+                 labels: torch.Tensor, patience: int):
+        self.forward, self.head, self.hidden, self.labels, self.patience = forward, head, hidden, labels, patience
+        self.params = [*params, *head.parameters()]
+        self.best: tuple[int, float] | None = None
+        self.best_epoch = -1
+        self.saved: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def __call__(self, epoch: int) -> bool:
+        logits = self.head(top_features(self.forward, self.hidden))
+        score = (int((logits.argmax(1) == self.labels).sum()), -float(F.cross_entropy(logits, self.labels)))
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch = score, epoch
+            self.saved = [p.detach().clone() for p in self.params]
+        return epoch - self.best_epoch >= self.patience
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, v in zip(self.params, self.saved):
+            p.copy_(v)
+
+
+def train_adapter(top: AdaptedTop, cache: SplitCache, task, config, desc: str, held: Examples | None = None,
+                  patience: int = 0) -> tuple[dict, nn.Linear, int]:
+    """Train a fresh adapter and a head over the task's classes; returns the packed adapter, the head and the
+    epochs trained. With held-out examples and `patience` > 0, the epochs are chosen on them (`BestOnHeldOut`)."""
     head = nn.Linear(top.model_config.hidden_size, len(task.classes))
     params = top.new_task()
     top.set_active("train")
     groups = [{"params": params, "lr": config.lr}, {"params": head.parameters(), "lr": config.lr}]
-    fit_top(top, cache, head, task, groups, config, desc)
-    return top.freeze(), head
+    stop = None
+    if held is not None and len(held) and patience:
+        stop = BestOnHeldOut(top, params, head, cache(held.inputs)[0], held.labels - min(task.classes), patience)
+    history = fit_top(top, cache, head, task, groups, config, desc, after_epoch=stop)
+    if stop is None:
+        return top.freeze(), head, len(history)
+    stop.restore()
+    return top.freeze(), head, stop.best_epoch + 1

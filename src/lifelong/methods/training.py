@@ -43,15 +43,17 @@ def fit(
     desc: str = "train",
     weight_decay: float = 0.0,
     lengths: Sequence[int] | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> list[float]:
-    """Minimise `loss_fn` over `examples`; returns the mean loss of each epoch. `lengths`: see the module doc."""
+    """Minimise `loss_fn` over `examples`; returns the mean loss of each epoch run. `lengths`: see the module doc.
+    `after_epoch(epoch)` runs after each epoch and may end training early by returning True."""
     opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(examples)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     bar = Progress(steps, desc, "steps")
     history = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         total = 0.0
         for index in batch_order(n, batch_size, gen, lengths):
             batch = examples.select(index)
@@ -62,5 +64,7 @@ def fit(
             total += loss.item() * len(batch)
             bar.update(1, loss=f"{loss.item():.3f}")
         history.append(total / max(n, 1))
+        if after_epoch is not None and after_epoch(epoch):
+            break
     bar.close()
     return history
