@@ -147,6 +147,9 @@ class Experiment:
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
         distributed.setup(resolve_device(self.device))  # with torchrun: join the group; only the main rank writes
         main = distributed.is_main()
+        if distributed.world() > 1 and main and not learner_cls.frozen_features:
+            log.warning("%s does not share its work between processes yet: each of the %d runs it whole",
+                        self.method, distributed.world())
         if main:
             (out / "results.json").unlink(missing_ok=True)  # overwriting: not a finished run until the end
 

@@ -28,6 +28,7 @@ class AnalyticConfig:
 class Analytic(Learner):
     name = "analytic"
     description = "ACIL: recursive least squares on (expanded) frozen features; equals the joint solution"
+    frozen_features = True
     shared_kinds = ("rls",)
     Config = AnalyticConfig
 

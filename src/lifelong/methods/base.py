@@ -41,6 +41,8 @@ class Learner(ABC):
     keeps_examples: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
     shared_kinds: ClassVar[tuple[str, ...]] = ("shared",)  # state kept once, not per task (reported apart)
+    frozen_features: ClassVar[bool] = False  # reads inputs only through `self.features` (so several processes
+    # share its frozen pass: distributed.py)
 
     def __init__(self, backbone, config=None, features=None):
         from ..backbones import FeatureCache

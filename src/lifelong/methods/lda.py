@@ -29,6 +29,7 @@ class LDAConfig:
 class LDA(Learner):
     name = "lda"
     description = "LDA: class means + one shared covariance of frozen features; incremental = joint, exactly"
+    frozen_features = True
     Config = LDAConfig
 
     def __init__(self, backbone, config=None, features=None):

@@ -20,6 +20,7 @@ def class_means(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -
 class NCM(Learner):
     name = "ncm"
     description = "SimpleCIL: cosine similarity to class means of frozen features (no training)"
+    frozen_features = True
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)

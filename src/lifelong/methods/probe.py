@@ -29,6 +29,7 @@ class ProbeConfig:
 class Probe(Learner):
     name = "probe"
     description = "Joint logistic-regression probe on frozen features of all data seen (reference; keeps features)"
+    frozen_features = True
     keeps_examples = True
     Config = ProbeConfig
 

@@ -28,6 +28,7 @@ class RanPACConfig:
 class RanPAC(Learner):
     name = "ranpac"
     description = "RanPAC: random projection + ReLU of frozen features, ridge classifier from the Gram matrix"
+    frozen_features = True
     shared_kinds = ("gram",)
     Config = RanPACConfig
 
