@@ -346,3 +346,18 @@ def test_ncm_on_images_through_the_feature_cache(effnet, image_stream, tmp_path)
     cache.save()
     assert len(list((tmp_path / "cache").glob("features-*.safetensors"))) == 1
     assert len(cache.rows) == sum(len(t.train) + len(t.test) for t in image_stream)
+
+
+def test_inflora_on_efficientnet_keeps_a_basis_per_convolution(effnet, image_stream, tmp_path):
+    """EfficientNet's expand and project 1x1 convolutions in one block read different inputs (widths differ): each
+    keeps its own protected subspace, where grouping them by block mixed a 1152- and a 192-wide input."""
+    cfg = methods.config_from_dict(methods.get("inflora").Config, {"rank": 2, "epochs": 1, "blocks": 1})
+    learner = methods.get("inflora")(effnet, cfg)
+    result = evaluation.run(learner, image_stream)
+    assert len(result["accuracy_matrix"]) == 2
+    widths = {g: b.shape[0] for g, b in learner.basis.items()}
+    assert len(widths) == len(learner.top.sites) and len(set(widths.values())) == 2
+    x = torch.cat([t.test.inputs for t in image_stream])
+    learner.save(tmp_path / "m")
+    again = methods.get("inflora").load(tmp_path / "m", effnet)
+    assert torch.allclose(again.predict(x), learner.predict(x), atol=1e-5)

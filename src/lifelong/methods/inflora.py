@@ -87,7 +87,10 @@ class InfLoRA(Learner):
         super().__init__(backbone, config, features)
         self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
-        self.group = {n: n.rsplit(".", 1)[0] for n in self.top.sites}  # site -> the module whose input it reads
+        # site -> the input it reads: a block's linear projections read one hidden state (its query and value
+        # share a basis); a convolution reads its own (EfficientNet's expand and project convolutions differ)
+        self.group = {n: n.rsplit(".", 1)[0] if isinstance(s.base, torch.nn.Linear) else n
+                      for n, s in self.top.sites.items()}
         first = {g: n for n, g in reversed(self.group.items())}
         self.readers = {g: self.top.sites[n] for g, n in first.items()}  # one site per group records the input
         self.basis = {g: torch.zeros(s.shapes()["A"][1], 0) for g, s in self.readers.items()}
