@@ -180,7 +180,7 @@ def test_disk_full_is_one_line_and_the_store_is_unchanged(model, monkeypatch, wh
     before = snapshot(model)
     store = ModelStore(model)
     if where == "save":
-        monkeypatch.setattr(store_module, "_crash_point", lambda name: name == "after-save" and _full())
+        monkeypatch.setattr(store_module, "crash_point", lambda name: name == "after-save" and _full())
     else:
         real = store_module.write_json
         monkeypatch.setattr(store_module, "write_json",

@@ -166,7 +166,8 @@ def test_workers_each_load_the_model_and_follow_new_versions(served, tmp_path):
         assert lifelong("learn", model, "--data", write_task(tmp_path / "t1.jsonl", GROUPS[1])).returncode == 0
         answers = [httpx.post(url + "/predict", json={"texts": ["pay my gas bill"]}, timeout=60).json()
                    for _ in range(8)]  # fresh connections: spread over the workers by the kernel
-        assert {a["version"] for a in answers} == {2}  # whichever worker answers follows the manifest
+        current = json.loads((model / "manifest.json").read_text())["current"]
+        assert current != 1 and {a["version"] for a in answers} == {current}  # each worker follows the manifest
     finally:
         proc.terminate()
         proc.wait(timeout=60)
