@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .devices import split_threads
 from .errors import LifelongError
 from .experiment import Experiment
 from .io import write_json
@@ -156,8 +157,7 @@ def cell_env(jobs: int) -> dict | None:
     """The environment of each cell when `jobs` run at once: the threads split between them (None: inherit)."""
     if jobs <= 1:
         return None
-    total = int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1)
-    return {**os.environ, "LIFELONG_THREADS": str(max(1, total // jobs))}
+    return {**os.environ, "LIFELONG_THREADS": split_threads(jobs)}
 
 
 def run_grid(cells: list[Cell], root: Path, argv: list[str] | None = None, jobs: int = 1) -> list[str]:

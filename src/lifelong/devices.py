@@ -60,6 +60,12 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def split_threads(parts: int) -> str:
+    """The CPU threads (LIFELONG_THREADS, else every core) divided between `parts` processes running at once (at
+    least one each): for `bench --jobs`, `run --nproc` and `serve --workers`."""
+    return str(max(1, int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1) // parts))
+
+
 def set_threads() -> None:
     """Honour LIFELONG_THREADS (shared CPUs run faster with few, passive threads)."""
     n = os.environ.get("LIFELONG_THREADS")

@@ -57,18 +57,12 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def local_device(device: torch.device) -> torch.device:
-    """The GPU of this rank (LOCAL_RANK) when the run is on CUDA with torchrun; the device itself otherwise."""
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
-
-
-def share(n: int) -> tuple[int, int]:
-    """This rank's contiguous [start, stop) of n items (the first n % world ranks take one more)."""
+def share(n: int, r: int | None = None) -> tuple[int, int]:
+    """Rank r's (default: this rank's) contiguous [start, stop) of n items; the first n % world ranks take one more."""
+    r = rank() if r is None else r
     size, extra = divmod(n, world())
-    start = rank() * size + min(rank(), extra)
-    return start, start + size + (rank() < extra)
+    start = r * size + min(r, extra)
+    return start, start + size + (r < extra)
 
 
 def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
@@ -82,13 +76,8 @@ def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
     padded = padded if gloo else padded.cuda()
     parts = [torch.empty_like(padded) for _ in range(world())]
     _collective(dist.all_gather, parts, padded)
-    sizes = [share_of(r, n) for r in range(world())]
-    return torch.cat([p[:s].cpu() for p, s in zip(parts, sizes)])
-
-
-def share_of(r: int, n: int) -> int:
-    size, extra = divmod(n, world())
-    return size + (r < extra)
+    sizes = [stop - start for start, stop in (share(n, r) for r in range(world()))]
+    return torch.cat([p[:size].cpu() for p, size in zip(parts, sizes)])
 
 
 def launch(nproc: int, args: list[str]) -> None:
@@ -101,9 +90,10 @@ def launch(nproc: int, args: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from .devices import split_threads
     from .errors import LifelongError
 
-    threads = str(max(1, int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1) // nproc))
+    threads = split_threads(nproc)
     os.environ["LIFELONG_THREADS"] = threads
     os.environ.setdefault("OMP_NUM_THREADS", threads)  # else torchrun sets 1, with a warning
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report is a page

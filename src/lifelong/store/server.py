@@ -257,11 +257,13 @@ def run_workers(path, learn_token: str | None, device: str, host: str, port: int
     model, token or device is one line before any worker starts."""
     from uvicorn.supervisors import Multiprocess
 
+    from ..devices import split_threads
+
     create_app(path, learn_token, device)
-    threads = max(1, int(os.environ.get("LIFELONG_THREADS") or os.cpu_count() or 1) // workers)
+    threads = split_threads(workers)
     os.environ[WORKER_SPEC] = json.dumps({"path": str(path), "learn_token": learn_token, "device": device,
                                           "host": host, "port": port})
-    os.environ["LIFELONG_THREADS"] = str(threads)
+    os.environ["LIFELONG_THREADS"] = threads
     config = _config("lifelong.store.server:worker_app", host, port, factory=True, workers=workers)
     Multiprocess(config, sockets=[config.bind_socket()]).run()
 
