@@ -39,6 +39,8 @@ def check_learner(cls, backbone, stream, tmp_path):
     assert in_task.shape == (len(texts), len(stream.tasks[1].classes))
     with pytest.raises(TypeError, match="not one str"):
         learner.predict(texts[0])
+    if cls.frozen_features:  # what test-time adaptation differentiates through scores as predict does
+        assert torch.allclose(learner.score_features(learner.features(texts)), scores, atol=1e-6)
 
     # bytes: what the method reports is what its files hold, tensor for tensor; a method that keeps examples
     # also counts them (the field's memory budget), though it needs them to learn, not to predict

@@ -14,10 +14,10 @@ LAYERS = [
     ["data", "configfile", "oos"],
     ["backbones"],
     ["adapters"],
-    ["routing", "methods"],
+    ["routing", "methods", "tta"],
     ["evaluation", "model", "report", "tracking"],
     ["store", "experiment"],
-    ["store.server", "bench", "api", "export", "options"],
+    ["store.server", "bench", "api", "export", "options", "adaptation"],
     ["store.cli", "cli", ""],
 ]
 

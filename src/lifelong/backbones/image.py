@@ -101,8 +101,9 @@ class ImageEncoder(nn.Module):
         """What besides the weights changes the features (the feature cache keys on it, as on a token limit)."""
         return f"image{self.resolution or 'native'}"
 
-    def pixels(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Same-sized images [H, W, C] -> normalised float batch [n, 3, R, R]."""
+    def pixels(self, images: Sequence[torch.Tensor], normalise: bool = True) -> torch.Tensor:
+        """Same-sized images [H, W, C] -> float batch [n, 3, R, R], normalised (else in [0, 1], for methods that
+        augment pixels before the network normalises them: tta/)."""
         x = torch.stack(list(images)).to(self.device)
         x = x.float() / 255 if not x.is_floating_point() else x.float()
         x = x.permute(0, 3, 1, 2)
@@ -110,7 +111,7 @@ class ImageEncoder(nn.Module):
         r = self.resolution
         if r and tuple(x.shape[-2:]) != (r, r):
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std if normalise else x
 
     def _groups(self, images, progress: bool = False, desc: str = "embed"):
         """(indices, pixel batch) over all images: batches of `batch_size`, split by image size."""

@@ -49,7 +49,10 @@ class Analytic(Learner):
         self.weight = self.weight + self.R @ phi.T @ (y - phi @ self.weight)
 
     def predict(self, inputs) -> torch.Tensor:
-        return (self.expand(self.features(inputs)) @ self.weight).float()
+        return self.score_features(self.features(inputs))
+
+    def score_features(self, feats) -> torch.Tensor:
+        return (self.expand(feats) @ self.weight).float()
 
     def state(self):
         return {"rls.inverse": self.R, "classifier.weight": self.weight}  # float64: exact

@@ -100,6 +100,12 @@ class Learner(ABC):
     def predict(self, inputs: Sequence) -> torch.Tensor:
         """Scores [n, num_classes] over the classes seen so far; argmax is the predicted global class id."""
 
+    def score_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Scores [n, num_classes] from frozen features [n, dim], for a method with `frozen_features` (its
+        `predict` is this of `self.features(inputs)`). Differentiable in the features: test-time adaptation (tta/)
+        adapts the backbone under this fixed head."""
+        raise NotImplementedError(f"{self.name} does not score frozen features alone")
+
     def predict_routed(self, inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores, and for methods that route among per-task modules a score per task [n, T] (higher: more
         likely the query's task; routing accuracy ranks them)."""

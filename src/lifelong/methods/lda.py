@@ -52,7 +52,10 @@ class LDA(Learner):
         return {"shrinkage": self.shrink}
 
     def predict(self, inputs) -> torch.Tensor:
-        return self.model.logits(self.features(inputs), self.shrink).float()
+        return self.score_features(self.features(inputs))
+
+    def score_features(self, feats) -> torch.Tensor:
+        return self.model.logits(feats, self.shrink).float()
 
     def state(self):
         return {**self.model.shared_state(), **self.model.class_state(), "shared.held_out_hits": self.hits.float()}

@@ -31,7 +31,10 @@ class NCM(Learner):
         self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
 
     def predict(self, inputs) -> torch.Tensor:
-        return F.normalize(self.features(inputs), dim=-1) @ F.normalize(self.means, dim=-1).T
+        return self.score_features(self.features(inputs))
+
+    def score_features(self, feats) -> torch.Tensor:
+        return F.normalize(feats, dim=-1) @ F.normalize(self.means, dim=-1).T
 
     def state(self):
         return {"class_means.weight": self.means}

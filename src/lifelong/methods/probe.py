@@ -82,7 +82,10 @@ class Probe(Learner):
         return {"l2": self.l2}
 
     def predict(self, inputs) -> torch.Tensor:
-        return ((self.features(inputs) - self.mean) / self.std) @ self.weight.T + self.bias
+        return self.score_features(self.features(inputs))
+
+    def score_features(self, feats) -> torch.Tensor:
+        return ((feats - self.mean) / self.std) @ self.weight.T + self.bias
 
     def stored_bytes(self):
         out = super().stored_bytes()

@@ -62,7 +62,10 @@ class RanPAC(Learner):
         return {"ridge": self.lam}
 
     def predict(self, inputs) -> torch.Tensor:
-        return (self.expand(self.features(inputs)) @ self.weight).float()
+        return self.score_features(self.features(inputs))
+
+    def score_features(self, feats) -> torch.Tensor:
+        return (self.expand(feats) @ self.weight).float()
 
     def state(self):
         # G and C are what a later task needs; W is derived from them but kept to predict without solving.

@@ -4,6 +4,7 @@ choice) by pydantic before anything runs, whether the value comes from `--set`, 
     epochs: Positive = 6        an int >= 1
     blocks: Count = 2           an int >= 0 (0 means "all" or "none", as the field says)
     lr: PositiveFloat = 3e-3    a float > 0
+    restore: Probability = 0.01 a float in [0, 1]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
 AdapterKind = Annotated[str, AfterValidator(lambda kind: _known_kind(kind))]  # registered in adapters/site.py
 Precision = Literal[PRECISIONS]
 

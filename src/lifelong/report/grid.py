@@ -20,12 +20,17 @@ from lifelong.errors import LifelongError
 from lifelong.io import write_text
 from lifelong.layout import BENCH_MANIFEST
 from lifelong.report import html
-from lifelong.report.plots import accuracy_curve, accuracy_heatmap, accuracy_vs_bytes
-from lifelong.report.summary import COMPARISON_HEADER, comparison_row, md_table
+from lifelong.report.plots import accuracy_curve, accuracy_heatmap, accuracy_vs_bytes, error_by_corruption, error_curve
+from lifelong.report.summary import (ADAPT_HEADER, COMPARISON_HEADER, adapt_row, comparison_row, is_adaptation,
+                                     md_table)
 
 __all__ = ["collect", "collect_all", "write_report"]
 
 CURVES, VS_BYTES, HEATMAP = "accuracy_curves.png", "accuracy_vs_bytes.png", "accuracy_matrix.png"
+BY_CORRUPTION, ALONG_STREAM = "error_by_corruption.png", "error_curve.png"  # test-time adaptation runs
+ADAPT_LEGEND = ("Test-time adaptation runs (`lifelong adapt`): error in percent on the unlabeled stream, predicted "
+                "online while adapting. Mean error: mean over corruptions. Source, clean: the source model's error "
+                "on the clean test images. Time per batch: adaptation and prediction of one batch.")
 LEGEND = ("Final accuracy: average over all tasks after the last one. Avg. incremental accuracy: mean over the "
           "stream of the average accuracy on the tasks seen so far. Forgetting: mean drop from each task's best "
           "accuracy to its final one (lower is better). BWT: backward transfer (negative: forgetting). Bytes per "
@@ -98,6 +103,7 @@ def collect_all(paths: list[Path]) -> list[Section]:
             result = _read(run / "results.json")
             result.setdefault("label", run.name)
             name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(result.get("benchmark") or "runs")).strip("-") or "runs"
+            name += "-adapt" if is_adaptation(result) and not name.endswith("-c") else ""
             add(Section(name, [(run, result)]))
     return list(merged.values())
 
@@ -126,6 +132,12 @@ def _markdown(root: Path, sections: list[Section], when: str) -> str:
     for s in sections:
         b = s.benchmark
         parts += [f"## {b}", ""]
+        if _adapting(s):
+            rows = [adapt_row(r) for _, r in s.cells]
+            parts += [ADAPT_LEGEND, "", md_table(ADAPT_HEADER, rows, ["---", "---"] + ["--:"] * 7), "",
+                      f"![Error per corruption, {b}]({b}/{BY_CORRUPTION})", "",
+                      f"![Error along the stream, {b}]({b}/{ALONG_STREAM})", ""]
+            continue
         if s.cells:
             rows = [comparison_row(r) for _, r in s.cells]
             parts += [_about(s), "", md_table(COMPARISON_HEADER, rows, ["---"] + ["--:"] * 8), ""]
@@ -135,6 +147,10 @@ def _markdown(root: Path, sections: list[Section], when: str) -> str:
                       f"![Final accuracy against bytes per task, {b}]({b}/{VS_BYTES})", "", "### Accuracy matrices", ""]
             parts += [f"![Accuracy matrix, {r['label']}]({_rel(c / HEATMAP, root)})\n" for c, r in s.cells]
     return "\n".join(parts)
+
+
+def _adapting(section: Section) -> bool:
+    return bool(section.cells) and all(is_adaptation(r) for _, r in section.cells)
 
 
 def _grid_class(section: Section) -> str:
@@ -150,6 +166,13 @@ def _html(root: Path, sections: list[Section], when: str) -> str:
     for s in sections:
         b = s.benchmark
         body.append(f'<section id="{html.esc(b)}"><h2>{html.esc(b)}</h2>')
+        if _adapting(s):
+            body += [f'<p class="meta">{html.esc(ADAPT_LEGEND)}</p>',
+                     html.table(ADAPT_HEADER, [adapt_row(r) for _, r in s.cells], numeric_from=2),
+                     '<div class="row">', html.figure(root / b / BY_CORRUPTION, "Error per corruption, in stream order"),
+                     html.figure(root / b / ALONG_STREAM, "Error along the stream (lines: segment ends)"),
+                     "</div></section>"]
+            continue
         if s.cells:
             body += [f'<p class="meta">{html.esc(_about(s))}</p>',
                      html.table(COMPARISON_HEADER, [comparison_row(r) for _, r in s.cells])]
@@ -177,6 +200,10 @@ def write_report(*paths: str | Path, out: str | Path | None = None) -> tuple[Pat
     root.mkdir(parents=True, exist_ok=True)
     for s in sections:
         results = [r for _, r in s.cells]
+        if _adapting(s):
+            error_by_corruption(results, root / s.benchmark / BY_CORRUPTION)
+            error_curve(results, root / s.benchmark / ALONG_STREAM)
+            continue
         if results:
             accuracy_curve(results, root / s.benchmark / CURVES)
             accuracy_vs_bytes(results, root / s.benchmark / VS_BYTES)

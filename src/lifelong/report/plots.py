@@ -18,7 +18,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, PercentF
 from lifelong.io import atomic_write
 from lifelong.report.summary import human_bytes, mean_bytes_per_task, task_names
 
-__all__ = ["accuracy_curve", "accuracy_heatmap", "accuracy_vs_bytes"]
+__all__ = ["accuracy_curve", "accuracy_heatmap", "accuracy_vs_bytes", "error_by_corruption", "error_curve"]
 
 _DPI = 150
 
@@ -185,4 +185,49 @@ def accuracy_vs_bytes(runs: list[dict], path: str | os.PathLike) -> Path:
     ax.grid(True, which="major", alpha=0.35)
     fig.tight_layout()
     _place_labels(ax, points)
+    return _save(fig, path)
+
+
+def error_by_corruption(runs: list[dict], path: str | os.PathLike) -> Path:
+    """Test-time adaptation: error per corruption in stream order, one bar group per corruption, a bar per run."""
+    names = list(dict.fromkeys(c for r in runs for c in (r.get("errors") or {})))
+    width = 0.8 / max(len(runs), 1)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(names) * max(1, len(runs) / 2) + 3), 4.5))
+    xs = np.arange(len(names))
+    for i, run in enumerate(runs):
+        ys = [_num((run.get("errors") or {}).get(c)) for c in names]
+        ax.bar(xs + (i - (len(runs) - 1) / 2) * width, ys, width,
+               label=f"{_label(run)} (mean {_num(run.get('mean_error')):.1f}%)")
+    ax.set_xticks(xs, [c.replace("_", " ") for c in names], rotation=45, ha="right")
+    ax.set_ylabel("Error (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Error per corruption, in stream order ({_benchmarks(runs)})")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def error_curve(runs: list[dict], path: str | os.PathLike, window: int = 5) -> Path:
+    """Test-time adaptation: error against stream position (a moving average over `window` batches), segment
+    boundaries marked; a method that collapses rises towards the end."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for run in runs:
+        curve = run.get("curve") or {}
+        xs, ys = np.asarray(curve.get("images") or [], float), np.asarray(curve.get("error") or [], float)
+        if len(ys) == 0:
+            continue
+        k = min(window, len(ys))
+        smooth = np.convolve(ys, np.ones(k) / k, mode="valid")
+        ax.plot(xs[k - 1 :], smooth, linewidth=1.5, label=_label(run))
+    first = runs[0] if runs else {}
+    edge = 0
+    for seg in first.get("segments") or []:
+        edge += seg.get("images", 0)
+        ax.axvline(edge, color="grey", linewidth=0.5, alpha=0.5)
+    ax.set_xlabel("Images seen")
+    ax.set_ylabel(f"Error (%), mean of {window} batches")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Error along the stream ({_benchmarks(runs)}; lines: segment ends)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return _save(fig, path)

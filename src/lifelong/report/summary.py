@@ -143,6 +143,36 @@ def comparison_row(result: dict) -> list[str]:
     ]
 
 
+ADAPT_HEADER = ["Method", "Protocol", "Mean error", "First corruption", "Last corruption", "Source, clean",
+                "Time per batch", "Run time", "Peak memory"]
+
+
+def is_adaptation(result: dict) -> bool:
+    """A test-time adaptation run (`lifelong adapt`), whose report is errors along a shift stream."""
+    return result.get("kind") == "adapt"
+
+
+def adapt_row(result: dict) -> list[str]:
+    """One `lifelong adapt` run as a row under ADAPT_HEADER; errors in percent, as that literature reports."""
+    errors = list((result.get("errors") or {}).items())
+    peak = result.get("peak_memory_mb")
+
+    def err(x) -> str:
+        return f"{x:.2f}%" if _is_number(x) else NA
+
+    return [
+        str(result.get("label") or result.get("method") or "?"),
+        str(result.get("protocol") or "?"),
+        err(result.get("mean_error")),
+        f"{errors[0][0]} {err(errors[0][1])}" if errors else NA,
+        f"{errors[-1][0]} {err(errors[-1][1])}" if errors else NA,
+        err((result.get("source") or {}).get("clean_error")),
+        f"{result['seconds_per_batch']:.3f} s" if _is_number(result.get("seconds_per_batch")) else NA,
+        human_seconds(result.get("total_seconds")),
+        f"{peak:,.0f} MB" if _is_number(peak) else NA,
+    ]
+
+
 def _md_escape(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
