@@ -258,3 +258,24 @@ def test_vida_trains_only_its_adapters_and_merges_them_into_the_source_names():
     with torch.no_grad():
         assert torch.allclose(source.logits(merged, pixels), source.logits(method.teacher, pixels), atol=1e-4)
         assert not torch.allclose(source.logits(merged, pixels), source.logits(source.net, pixels), atol=1e-3)
+
+
+def test_adapt_a_saved_model_of_an_image_benchmark(tmp_path):
+    """A run's saved `ncm` model is the source: its classes by name, its function unchanged by the folded
+    statistics (the source's error on clean images is the run's own)."""
+    from typer.testing import CliRunner
+
+    from lifelong.cli import app
+
+    data = npz_images(tmp_path / "toy.npz")
+    run = CliRunner().invoke(app, ["run", "--benchmark", str(data), "--classes-per-task", "1", "--method", "ncm",
+                                   "--backbone", "efficientnet-lite0", "--out", str(tmp_path / "run"), "-q"])
+    assert run.exit_code == 0, run.output
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(app, ["adapt", str(tmp_path / "run"), "--benchmark", str(data), "--method", "bn",
+                                      "--corruptions", "contrast", "--batch-size", "8", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["source"]["method"] == "ncm"
+    assert r["source"]["clean_error"] == pytest.approx(100 * (1 - trained["final_accuracy"]), abs=1e-6)

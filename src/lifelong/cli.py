@@ -198,6 +198,54 @@ def report(
     typer.echo(f"wrote {md} and {page}")
 
 
+@app.command()
+def adapt(
+    model: Annotated[Path | None, typer.Argument(help="Source model: a run, a saved model or a store (current version) of an image benchmark whose method reads frozen features (ncm, lda, ranpac, analytic, probe). Default: the backbone with a linear probe fitted on the benchmark's clean training images.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Instead of a benchmark: a folder of unlabeled images (read recursively) to adapt the store MODEL on; publishes a new version (`lifelong rollback` undoes it). --benchmark, --protocol, --severity, --corruptions, --images, --out and --overwrite are then ignored.")] = None,
+    benchmark: Annotated[str, typer.Option(help="Shift benchmark: fashion-mnist-c, or an .npz of images or an image folder whose test images are corrupted.")] = "fashion-mnist-c",
+    method: Annotated[str, typer.Option(help="Test-time adaptation method; `lifelong methods` lists them.")] = "tent",
+    protocol: Annotated[str, typer.Option(help="continual (corruptions one after another, no reset), reset (reset before each), gradual (severity 1->5->1 per corruption) or mixed (all shuffled).")] = "continual",
+    severity: Annotated[int, typer.Option(help="Corruption severity, 1 to 5 (gradual runs through all).")] = 5,
+    corruptions: Annotated[str | None, typer.Option(help="Comma-separated corruptions in stream order (default: the 15 of ImageNet-C).")] = None,
+    images: Annotated[int | None, typer.Option(min=1, help="Test images per corruption (default: all the benchmark has).")] = None,
+    batch_size: Annotated[int, typer.Option(min=2, help="Unlabeled images per adaptation step.")] = 64,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any method setting as KEY=VALUE (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the corruptions, the subsample and the methods' randomness.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory: results.json, plots, adapted.safetensors.")] = Path("runs/adapt"),
+    backbone: Annotated[str, typer.Option(help="Image encoder of the default source model.")] = "efficientnet-lite0",
+    cache_dir: Annotated[Path | None, typer.Option(help="Keep corrupted images and frozen features here between runs.", envvar="LIFELONG_CACHE")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in OUT.")] = False,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Adapt an image model to shifting inputs without labels: on a corruption stream, measuring its error, or
+    (--data) on a folder of images, publishing the adapted model as a store's new version."""
+    from .adaptation import adapt_benchmark
+    from .data.shift import CORRUPTIONS, check_corruptions, check_protocol, check_severity
+    from .tta import get
+
+    get(method)
+    if data is not None:
+        from .store.cli import adapt_store
+
+        return adapt_store(model, data, method, parse_sets(set_ or []), batch_size, seed, device)
+    check_protocol(protocol)
+    check_severity(severity)
+    chosen = check_corruptions(corruptions.split(",")) if corruptions else list(CORRUPTIONS)
+    if (out / "results.json").exists() and not overwrite:
+        raise LifelongError(f"{out}: holds a finished run; give --overwrite to replace it or another --out")
+    result = adapt_benchmark(benchmark, method, out, protocol, severity, chosen, parse_sets(set_ or []), seed,
+                             batch_size, images, backbone, device, cache_dir, model, progress=not quiet)
+    from .report.summary import md_table
+
+    rows = [[seg["name"], f"{seg['error']:.2f}"] for seg in result["segments"]]
+    typer.echo(md_table(["segment", "error %"], rows, ["---", "--:"]))
+    typer.echo(f"{method}, {protocol}: mean error {result['mean_error']:.2f}% (source on clean images "
+               f"{result['source']['clean_error']:.2f}%), {result['seconds_per_batch']:.3f} s per batch")
+    typer.echo(f"wrote {out / 'results.json'}")
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List the methods with a one-line description, their settings and whether they keep examples."""
@@ -211,6 +259,14 @@ def list_methods() -> None:
         cls = methods.METHODS[name]
         sets = ", ".join(f"{k}={v}" for k, v in methods.settings(cls.Config).items()) or "-"
         table.add_row(name, cls.description, "yes" if cls.keeps_examples else "no", sets)
+    Console(width=160).print(table)
+    from . import tta
+
+    table = Table("method", "description", "adapts", "settings (defaults)", title="test-time adaptation (lifelong adapt)")
+    for name in sorted(tta.METHODS):
+        cls = tta.METHODS[name]
+        sets = ", ".join(f"{k}={v}" for k, v in methods.settings(cls.Config).items()) or "-"
+        table.add_row(name, cls.description, cls.adapts, sets)
     Console(width=160).print(table)
 
 

@@ -1,4 +1,5 @@
-"""The production loop on the command line: `init`, `learn`, `predict`, `info`, `rollback`, `serve`."""
+"""The production loop on the command line: `init`, `learn`, `predict`, `info`, `rollback`, `serve`, and the store
+half of `adapt --data` (`adapt_store`)."""
 
 from __future__ import annotations
 
@@ -193,6 +194,9 @@ def info(model: Model, as_json: Annotated[bool, typer.Option("--json", help="Pri
     console.print(table)
     for t in entry["tasks"]:
         typer.echo(f"  task {t['name']!r} (version {t['version']}): {', '.join(t['classes'])}")
+    if entry.get("adapted"):
+        a = entry["adapted"]
+        typer.echo(f"  backbone adapted with {a.get('method')} on {a.get('images')} images from {a.get('source')}")
 
 
 def _check(store, manifest: dict) -> None:
@@ -250,6 +254,32 @@ def serve(
         return
     set_threads()
     run(create_app(model, learn_token, device), host, port)
+
+
+def adapt_store(model: Path | None, data: Path, method: str, settings: dict, batch_size: int, seed: int,
+                device: str, wait: float = 60.0) -> None:
+    """`lifelong adapt MODEL --data FOLDER`: the store's current version adapted on the folder's images (read
+    recursively, in path order), published as a new version."""
+    from ..data.images import IMAGE_SUFFIXES
+    from ..devices import set_threads
+    from .store import ModelStore
+
+    set_threads()
+    if model is None or not (model / "manifest.json").is_file():
+        raise LifelongError(f"{model or 'MODEL'}: not a model store (no manifest.json); --data adapts a store's "
+                            "current version and publishes a new one")
+    if not data.is_dir():
+        raise LifelongError(f"{data}: not a folder of images")
+    files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise LifelongError(f"{data}: no images in the folder or below ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    entry = ModelStore(model, device).adapt([str(f) for f in files], method, settings, batch_size, wait, seed,
+                                            source=str(data))
+    typer.echo(f"version {entry['version']}: backbone adapted with {method} on {len(files)} images in "
+               f"{entry['learn_seconds']:.1f}s; {entry['new_bytes']:,} new bytes")
+    typer.echo(f"threshold {entry['threshold']} carried over, not calibrated for the adapted backbone "
+               f"(`lifelong calibrate {model} --eval FILE` sets it); `lifelong rollback {model} --to "
+               f"{entry['parent']}` undoes the adaptation")
 
 
 def register(app: typer.Typer) -> None:

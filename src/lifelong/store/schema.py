@@ -50,6 +50,7 @@ class VersionEntry(_Checked):
     files: dict[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")], Digest]
     bytes: Count
     new_bytes: Count
+    adapted: dict[str, Any] | None = None  # test-time adaptation of the backbone: method, settings, images
 
     @model_validator(mode="after")
     def _finite(self):

@@ -1,8 +1,10 @@
 """A versioned model directory that keeps learning: `init`, then one new version per `learn`, `rollback` to any.
 
     MODEL/manifest.json         backbone (name, weights hash), method, settings, current version, version history
-    MODEL/versions/v0003/       one published version: learner files (safetensors + JSON), version.json
-    MODEL/lock                  held (flock) by whoever writes: learn, rollback
+    MODEL/versions/v0003/       one published version: learner files (safetensors + JSON), version.json; beside
+                                the learner's files, an image model's norm.safetensors (its source statistics) and,
+                                once adapted (`adapt`), backbone.safetensors (the adapted backbone's tensors)
+    MODEL/lock                  held (flock) by whoever writes: learn, calibrate, adapt, rollback
 
 Published versions never change. A new version is built in a temporary directory, published by one rename, and
 only then made current by an atomic rewrite of the manifest, so a writer killed at any moment leaves the previous
@@ -13,6 +15,7 @@ parent version's (an `adapters` model's earlier tasks) are hard links, so a vers
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import hashlib
 import json
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .. import methods, oos
 from ..data.task import Examples, Task
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MODE, DIR_MODE = 0o600, 0o700  # every file and folder of a model: its owner's, like the weights
 WRITE_ERRORS = (OSError, SafetensorError)
+NORM = "norm.safetensors"  # additive input statistics of every normalisation layer over the images learned so far
+BACKBONE = "backbone.safetensors"  # an adapted version's backbone tensors (all of them, by state_dict name)
 
 
 class StoreBusy(LifelongError):
@@ -144,8 +150,24 @@ class ModelStore:
             "metrics": {**(rejection or {}), "final_accuracy": result["final_accuracy"], "on": "test split of the run"},
             "learn_seconds": round(sum(result["seconds_per_task"]), 3),
         }
+        tensors = self._run_statistics(learner.backbone, run, config) if _normalised(learner.backbone) else {}
         with self.lock():
-            self._commit(manifest, learner, entry, parent)
+            self._commit(manifest, learner, entry, parent, tensors)
+
+    def _run_statistics(self, encoder, run: Path, config: dict) -> dict:
+        """{NORM: statistics of the run's training images} when its benchmark can be loaded again here (same
+        options, same seed, so the same images); else nothing, and `adapt` will say so."""
+        from ..data import load_stream
+
+        try:
+            stream = load_stream(config["benchmark"], config["seed"], config.get("classes_per_task"),
+                                 config.get("text_field", "text"), config.get("label_field", "label"),
+                                 config.get("test_file"), config.get("task_field"), config.get("tasks_file"))
+            return {NORM: _statistics(encoder, [x for task in stream.tasks for x in task.train.inputs])}
+        except (LifelongError, OSError, KeyError) as e:
+            log.warning("%s: no source statistics recorded, its benchmark's training images are not at hand (%s); "
+                        "`lifelong adapt` will refuse this model", run, e)
+            return {}
 
     def manifest(self) -> dict:
         try:
@@ -196,8 +218,11 @@ class ModelStore:
         else:
             folder = self.check_files(entry)
             try:
+                if BACKBONE in entry["files"]:  # its own copy: the cached backbone stays the other versions'
+                    encoder = copy.deepcopy(encoder)
+                    encoder.model.load_state_dict(load_file(folder / BACKBONE), strict=True)
                 learner = learner_cls.load(folder, encoder)
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError, SafetensorError) as e:
                 # every file passed its checksum and its schema, so this is a file whose contents were made to
                 # fit both: still one line, not a traceback
                 raise LifelongError(f"{folder}: unexpected contents ({type(e).__name__}: {e})") from None
@@ -322,6 +347,7 @@ class ModelStore:
             t0 = time.perf_counter()
             model.learner.learn(task)
             model.learner.class_names = class_names
+            tensors = self._add_statistics(manifest, parent, task.train.inputs)
             seconds = time.perf_counter() - t0
             threshold, metrics = parent["threshold"], None
             if calibration:
@@ -341,7 +367,95 @@ class ModelStore:
                 "metrics": metrics,
                 "learn_seconds": round(seconds, 3),
             }
-            return self._commit(manifest, model.learner, entry, parent)
+            return self._commit(manifest, model.learner, entry, parent, tensors)
+
+    def _add_statistics(self, manifest: dict, parent: dict, images) -> dict:
+        """{NORM: the parent's source statistics plus those of `images`} for an image model, measured through the
+        pristine backbone (what `adapt` folds them into); nothing for text, or after tasks learned without them
+        (a total missing those tasks' images would misstate the source data)."""
+        encoder = self.backbone(manifest)
+        if not _normalised(encoder):
+            return {}
+        if NORM not in parent["files"] and parent["tasks"]:
+            log.warning("version %d has no source statistics, so this version records none either",
+                        parent["version"])
+            return {}
+        stats = _statistics(encoder, images)
+        if NORM in parent["files"]:
+            old = load_file(self.version_dir(parent["version"]) / "learner" / NORM)
+            stats = {k: old[k] + v for k, v in stats.items()}
+        return {NORM: stats}
+
+    def adapt(self, images, method: str, settings: dict | None = None, batch_size: int = 64, wait: float = 60.0,
+              seed: int = 0, source: str = "images") -> dict:
+        """Adapt the current version's backbone to unlabeled `images` (paths, read in order) with a test-time
+        adaptation method (tta/) and publish it as a new version: the same learner files (linked), the adapted
+        backbone's tensors, the same classes and threshold (marked not calibrated: confidences move). Rollback to
+        the parent gives back its backbone.
+
+        Adaptation always starts from the pristine backbone with the source statistics folded in (those are
+        measured through it), not from an earlier adaptation: each adapted version is the source model adapted
+        to the images given, so adaptations do not compound. Every image is decoded before anything runs."""
+        from .. import tta
+        from ..backbones.image import _read
+        from ..tta.sources import fold_statistics, source_from_learner
+
+        cls = tta.get(method)
+        config = methods.config_from_dict(cls.Config, settings or {})
+        if len(images) == 0:
+            raise LifelongError(f"{source}: no images to adapt on")
+        with self.lock(wait):
+            manifest = self.manifest()
+            parent = self.entry(None, manifest)
+            model = self.load(parent["version"])
+            if not model.classes:
+                raise LifelongError(f"{self.path}: the model has learned no classes yet")
+            try:
+                source_from_learner(model.learner)  # an image backbone, a method that scores frozen features
+            except LifelongError as e:
+                raise LifelongError(f"{self.path}: {e}") from None
+            pristine = self.backbone(manifest)
+            if not _normalised(pristine):
+                raise LifelongError(f"{self.path}: backbone {pristine.name!r} has no batch normalisation layers, "
+                                    "which test-time adaptation adapts; use efficientnet-lite0")
+            if NORM not in parent["files"]:
+                raise LifelongError(f"{self.path}: version {parent['version']} has no source statistics (the "
+                                    "backbone's normalisation statistics on the images learned), which adaptation "
+                                    "starts from; they are recorded when an image model learns its tasks with "
+                                    "`lifelong learn`, or imports a run whose benchmark data is at hand")
+            decoded = [_read(x) for x in images]  # a file that does not decode is named before anything runs
+            folder = self.version_dir(parent["version"]) / "learner"
+            t0 = time.perf_counter()
+            encoder = copy.deepcopy(pristine)
+            fold_statistics(encoder.model, load_file(folder / NORM))
+            learner = methods.get(manifest["method"]).load(folder, encoder)
+            learner.class_names = model.classes
+            adapter = cls(source_from_learner(learner), config)
+            batches = _batches(decoded, batch_size)
+            torch.manual_seed(seed)
+            try:
+                for batch in batches:
+                    adapter.adapt(encoder.pixels(batch, normalise=False))
+                encoder.model.load_state_dict(adapter.state(), strict=True)
+                if cls.adapts != "nothing":
+                    _estimate_statistics(encoder, batches)
+            except ValueError as e:  # batch statistics of a batch too small for them
+                raise LifelongError(f"{source}: cannot adapt on these images ({e})") from None
+            tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
+            version = max(e["version"] for e in manifest["versions"]) + 1
+            entry = {
+                "version": version,
+                "created": _now(),
+                "parent": parent["version"],
+                "tasks": parent["tasks"],
+                "threshold": parent["threshold"],
+                "calibrated": False,
+                "metrics": None,
+                "learn_seconds": round(time.perf_counter() - t0, 3),
+                "adapted": {"method": method, "settings": asdict(config), "images": len(decoded), "source": source,
+                            "seed": seed},
+            }
+            return self._commit(manifest, model.learner, entry, parent, {BACKBONE: tensors})
 
     def calibrate(self, calibration: list[tuple[str, str]], oos_label: str = "oos", wait: float = 60.0,
                   source: str = "data") -> dict:
@@ -361,11 +475,15 @@ class ModelStore:
                      "threshold": threshold, "calibrated": True, "metrics": metrics, "learn_seconds": 0.0}
             return self._commit(manifest, model.learner, entry, parent)
 
-    def _commit(self, manifest: dict, learner, entry: dict, parent: dict) -> dict:
+    def _commit(self, manifest: dict, learner, entry: dict, parent: dict, tensors: dict | None = None) -> dict:
         """Publish the version's files, then make it current: the manifest rewrite is the moment it exists.
-        A failed write (disk full, read-only, no permission) is one line, and the model stays as it was."""
+        A failed write (disk full, read-only, no permission) is one line, and the model stays as it was.
+        `tensors`: backbone files (NORM, BACKBONE) written anew; the parent's others are carried over."""
+        tensors = tensors or {}
+        if BACKBONE in parent["files"] and BACKBONE not in tensors and parent.get("adapted"):
+            entry.setdefault("adapted", parent["adapted"])  # a learn or calibrate keeps the adapted backbone
         try:
-            entry.update(self._publish(learner, entry, parent))
+            entry.update(self._publish(learner, entry, parent, tensors))
         except WRITE_ERRORS as e:
             raise self._write_failed(e) from None
         manifest["versions"].append(entry)
@@ -382,23 +500,29 @@ class ModelStore:
         why = getattr(e, "strerror", None) or str(e)
         return LifelongError(f"{self.path}: cannot write the new version ({why}); the model is unchanged")
 
-    def _publish(self, learner, entry: dict, parent: dict) -> dict:
+    def _publish(self, learner, entry: dict, parent: dict, tensors: dict) -> dict:
         """Write the version into a temporary directory, link unchanged files to the parent's, rename it in."""
         final = self.version_dir(entry["version"])
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             learner.save(tmp / "learner")
-            crash_point("after-save")
             old = self.version_dir(parent["version"]) / "learner"
+            for name in (NORM, BACKBONE):
+                if name in tensors:
+                    save_file(tensors[name], tmp / "learner" / name)
+                elif name in parent["files"]:
+                    os.link(old / name, tmp / "learner" / name)
+            crash_point("after-save")
             files, total, new = {}, 0, 0
             for f in sorted((tmp / "learner").iterdir()):
                 digest, size = _sha256(f), f.stat().st_size
                 files[f.name] = digest
                 total += size
                 if parent["files"].get(f.name) == digest and (old / f.name).is_file():
-                    link = f.with_name(f.name + ".link")
-                    os.link(old / f.name, link)
-                    os.replace(link, f)
+                    if not f.samefile(old / f.name):
+                        link = f.with_name(f.name + ".link")
+                        os.link(old / f.name, link)
+                        os.replace(link, f)
                 else:
                     new += size
             info = {"files": files, "bytes": total, "new_bytes": new}
@@ -447,3 +571,54 @@ def _calibrate(learner, calibration, ids: dict[str, int], oos_label: str, source
     return metrics["threshold"], metrics
 
 
+def _normalised(encoder) -> bool:
+    """An image backbone with batch normalisation: what test-time adaptation adapts and NORM describes."""
+    from ..tta.base import norm_layers
+
+    return getattr(encoder, "modality", "text") == "image" and any(True for _ in norm_layers(encoder.model))
+
+
+def _statistics(encoder, images, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """`norm_statistics` of images (paths or arrays) of any sizes: decoded a chunk at a time, one pass per shape."""
+    from ..backbones.image import _read
+    from ..tta.sources import norm_statistics
+
+    total: dict[str, torch.Tensor] = {}
+    for s in range(0, len(images), chunk):
+        for batch in _batches([_read(x) for x in images[s : s + chunk]], chunk):
+            for k, v in norm_statistics(encoder, batch).items():
+                total[k] = total[k] + v if k in total else v
+    return total
+
+
+def _batches(images: list[torch.Tensor], batch_size: int) -> list[list[torch.Tensor]]:
+    """Decoded images in batches of one shape (they are stacked), in order within each shape, of near-equal
+    sizes up to `batch_size`: a trailing batch of one image has no batch statistics."""
+    by_shape: dict[tuple, list[torch.Tensor]] = {}
+    for t in images:
+        by_shape.setdefault((tuple(t.shape), t.dtype), []).append(t)
+    out = []
+    for group in by_shape.values():
+        size = -(-len(group) // -(-len(group) // batch_size))
+        out += [group[s : s + size] for s in range(0, len(group), size)]
+    return out
+
+
+@torch.no_grad()
+def _estimate_statistics(encoder, batches) -> None:
+    """The adapted network's running statistics re-estimated on the adapt images (averaged over the batches):
+    served in inference mode, it then normalises with the target's statistics, as it did while adapting."""
+    from ..tta.base import norm_layers
+
+    net = encoder.model.eval()
+    layers = list(norm_layers(net))
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum, m.track_running_stats = None, True
+        m.train()
+    for batch in batches:
+        net(encoder.pixels(batch))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+        m.eval()

@@ -50,8 +50,9 @@ def norm_layers(net: nn.Module) -> Iterator[nn.modules.batchnorm._NormBase]:
 def use_batch_statistics(net: nn.Module) -> nn.Module:
     """Normalise with each test batch's own statistics (the `bn` baseline, and the mode Tent, CoTTA and RMT adapt
     in); the running statistics are left as the source's, so `state()` keeps the source's for serving."""
-    net.train()
+    net.eval()  # dropout and the like stay off: only the normalisation layers change mode
     for m in norm_layers(net):
+        m.train()
         m.track_running_stats = False
     return net
 
