@@ -405,11 +405,7 @@ class ModelStore:
         if len(images) == 0:
             raise LifelongError(f"{source}: no images to adapt on")
         with self.lock(wait):
-            manifest = self.manifest()
-            parent = self.entry(None, manifest)
-            model = self.load(parent["version"])
-            if not model.classes:
-                raise LifelongError(f"{self.path}: the model has learned no classes yet")
+            manifest, parent, model = self._current()
             try:
                 source_from_learner(model.learner)  # an image backbone, a method that scores frozen features
             except LifelongError as e:
@@ -463,17 +459,22 @@ class ModelStore:
         held-out rows: for a threshold that drifted, or one set with another confidence score."""
         calibration = check_rows(calibration, source, allow_oos=True)
         with self.lock(wait):
-            manifest = self.manifest()
-            parent = self.entry(None, manifest)
-            model = self.load(parent["version"])
-            if not model.classes:
-                raise LifelongError(f"{self.path}: the model has learned no classes yet")
+            manifest, parent, model = self._current()
             ids = {c: i for i, c in enumerate(model.classes)}
             threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
             version = max(e["version"] for e in manifest["versions"]) + 1
             entry = {"version": version, "created": _now(), "parent": parent["version"], "tasks": parent["tasks"],
                      "threshold": threshold, "calibrated": True, "metrics": metrics, "learn_seconds": 0.0}
             return self._commit(manifest, model.learner, entry, parent)
+
+    def _current(self) -> tuple[dict, dict, Model]:
+        """(manifest, current entry, its model) for a writer that derives a version from a trained one."""
+        manifest = self.manifest()
+        parent = self.entry(None, manifest)
+        model = self.load(parent["version"])
+        if not model.classes:
+            raise LifelongError(f"{self.path}: the model has learned no classes yet")
+        return manifest, parent, model
 
     def _commit(self, manifest: dict, learner, entry: dict, parent: dict, tensors: dict | None = None) -> dict:
         """Publish the version's files, then make it current: the manifest rewrite is the moment it exists.

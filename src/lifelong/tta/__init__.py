@@ -1,30 +1,16 @@
 """Test-time adaptation: methods that keep a deployed image model accurate while its inputs drift, from unlabeled
 batches only. One file per method with `@register`, behind the protocol in base.py; helpers shared by several live
-in neutral modules here (base, augment)."""
+in neutral modules here (base, augment, sources)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from ..errors import LifelongError
+from ..registry import Registry, import_all
 from .base import SourceModel, TestTimeMethod
 
-METHODS: dict[str, type[TestTimeMethod]] = {}
+METHODS: Registry = Registry("adaptation method")
+register = METHODS.register
+get = METHODS.lookup
 
-
-def register(cls: type[TestTimeMethod]) -> type[TestTimeMethod]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def get(name: str) -> type[TestTimeMethod]:
-    if name not in METHODS:
-        raise LifelongError(f"unknown adaptation method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")
+import_all(__name__, __path__)
 
 __all__ = ["METHODS", "SourceModel", "TestTimeMethod", "get", "register"]
