@@ -147,7 +147,8 @@ class Experiment:
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
         distributed.setup(resolve_device(self.device))  # with torchrun: join the group; only the main rank writes
         main = distributed.is_main()
-        if distributed.world() > 1 and main and not learner_cls.frozen_features:
+        shared = learner_cls.frozen_features or learner_cls.shares_processes
+        if distributed.world() > 1 and main and not shared:
             log.warning("%s does not share its work between processes yet: each of the %d runs it whole",
                         self.method, distributed.world())
         if main:
