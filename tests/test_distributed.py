@@ -71,7 +71,7 @@ def test_adapters_share_their_run_and_reach_the_single_process_accuracy(tmp_path
     two, p2 = run(tmp_path, "two", "adapters", tiny_backbone, data, *settings, "--nproc", 2)
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 0, p2.stderr
-    assert "does not share its work" not in p2.stderr
+    assert "not checked with several processes" not in p2.stderr
     r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert r2["environment"]["processes"] == 2
     assert abs(r1["final_accuracy"] - r2["final_accuracy"]) <= 0.003

@@ -1,8 +1,9 @@
 """One code path for 1 or N processes, on torch.distributed (launched by torchrun, or `lifelong run --nproc N`).
 
-Why torch.distributed directly and not a wrapper: what is sharded here is the frozen pass, whose result every rank
-needs whole (the exemplar-free methods fit closed-form statistics on it), so the one collective is an all-gather of
-features; torchrun already gives rendezvous, multi-node flags and failure handling, and gloo runs it on CPUs.
+Why torch.distributed directly and not a wrapper: three small collectives carry everything (an all-gather of
+features, whose result every rank needs whole since the exemplar-free methods fit closed-form statistics on it; one
+all-reduce of gradients per training step; an all-gather of per-example evaluation results); torchrun already gives
+rendezvous, multi-node flags and failure handling, and gloo runs it on CPUs.
 
 Each rank embeds a contiguous share of the inputs not yet cached; the shares are gathered in order, so every rank
 holds the same features a single process would have computed (up to the rounding of a different batch shape).

@@ -149,8 +149,10 @@ class Experiment:
         main = distributed.is_main()
         shared = learner_cls.frozen_features or learner_cls.shares_processes
         if distributed.world() > 1 and main and not shared:
-            log.warning("%s does not share its work between processes yet: each of the %d runs it whole",
-                        self.method, distributed.world())
+            # its training (`fit`) and evaluation are shared like any method's, but the rest of its run (its own
+            # passes over the data, dropout drawn per rank) is not checked to give what one process gives
+            log.warning("%s is not checked with several processes: training and evaluation are shared between the "
+                        "%d, its other work repeated in each", self.method, distributed.world())
         if main:
             (out / "results.json").unlink(missing_ok=True)  # overwriting: not a finished run until the end
 
