@@ -52,3 +52,35 @@ def test_a_process_that_dies_fails_the_run_in_one_line(tmp_path, tiny_backbone, 
     assert errors == ["error: process 1 of 2 was killed by signal 9, which stopped the run"], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (out / "results.json").exists()
+
+
+def test_adapters_share_their_run_and_reach_the_single_process_accuracy(tmp_path, tiny_backbone):
+    """`adapters` with 2 processes: the frozen pass is shared (SplitCache), training takes each rank's slice of the
+    same global batch (batches of 5 split 3 + 2, so the slices weigh differently), the epochs are chosen on
+    held-out data scored in shares, evaluation is shared; the final accuracy is the single-process one within 0.3
+    points, and the saved adapters load and predict what the single-process ones predict."""
+    import lifelong
+    from conftest import PHRASES
+
+    rows = [{"text": t, "label": label, "split": "train" if i < 3 else "val" if i == 3 else "test"}
+            for label, texts in PHRASES.items() for i, t in enumerate(texts)]
+    data = tmp_path / "intents.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    settings = ["--set", "epochs=4", "--set", "batch_size=5", "--set", "patience=1"]
+    one, p1 = run(tmp_path, "one", "adapters", tiny_backbone, data, *settings)
+    two, p2 = run(tmp_path, "two", "adapters", tiny_backbone, data, *settings, "--nproc", 2)
+    assert p1.returncode == 0, p1.stderr
+    assert p2.returncode == 0, p2.stderr
+    assert "not checked with several processes" not in p2.stderr
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    assert r2["environment"]["processes"] == 2
+    assert abs(r1["final_accuracy"] - r2["final_accuracy"]) <= 0.003
+    assert r1["chosen"] == r2["chosen"]  # epochs and mixture chosen on held-out data, the same in both
+    for k in ("task000", "task001", "shared"):
+        t1, t2 = (load_file(d / "model" / f"{k}.safetensors") for d in (one, two))
+        assert t1.keys() == t2.keys()
+        for name in t1:
+            assert torch.allclose(t1[name].double(), t2[name].double(), rtol=1e-3, atol=1e-4), (k, name)
+    texts = [t for texts in PHRASES.values() for t in texts[4:]]
+    assert lifelong.load(two).predict(texts) == lifelong.load(one).predict(texts)
+    assert p2.stdout.count("wrote ") == 1

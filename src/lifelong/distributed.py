@@ -1,17 +1,21 @@
 """One code path for 1 or N processes, on torch.distributed (launched by torchrun, or `lifelong run --nproc N`).
 
-Why torch.distributed directly and not a wrapper: what is sharded here is the frozen pass, whose result every rank
-needs whole (the exemplar-free methods fit closed-form statistics on it), so the one collective is an all-gather of
-features; torchrun already gives rendezvous, multi-node flags and failure handling, and gloo runs it on CPUs.
+Why torch.distributed directly and not a wrapper: three small collectives carry everything (an all-gather of
+features, whose result every rank needs whole since the exemplar-free methods fit closed-form statistics on it; one
+all-reduce of gradients per training step; an all-gather of per-example evaluation results); torchrun already gives
+rendezvous, multi-node flags and failure handling, and gloo runs it on CPUs.
 
 Each rank embeds a contiguous share of the inputs not yet cached; the shares are gathered in order, so every rank
-holds the same features a single process would have computed (up to the rounding of a different batch shape) and
-then learns and evaluates exactly as one process does. Only the main rank writes (`is_main`).
+holds the same features a single process would have computed (up to the rounding of a different batch shape).
+Training takes each rank's slice of the same global batch and sums the gradients weighted by slice size
+(`all_sum`, methods/training.py); evaluation scores each rank's share of the test inputs `alone` and gathers the
+per-example results. Only the main rank writes (`is_main`).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -28,8 +32,26 @@ def _collective(op, *args) -> None:
         raise SystemExit(PEER_FAILED) from None
 
 
+_alone = 0  # > 0 inside `alone()`
+
+
 def world() -> int:
+    if _alone:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@contextmanager
+def alone():
+    """Within it this process works as if it were the only one (`world()` is 1, so the caches embed what it asks
+    for without sharing or gathering): evaluation scores a different share of the test inputs on each rank, and a
+    collective there would wait for ranks that never join it."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
 
 
 def rank() -> int:
@@ -78,6 +100,54 @@ def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
     _collective(dist.all_gather, parts, padded)
     sizes = [stop - start for start, stop in (share(n, r) for r in range(world()))]
     return torch.cat([p[:size].cpu() for p, size in zip(parts, sizes)])
+
+
+def _on_wire(t: torch.Tensor) -> torch.Tensor:
+    """Where a collective's tensor must live: the CPU for gloo, this rank's GPU for NCCL."""
+    return t.cpu() if dist.get_backend() == "gloo" else t.cuda()
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of every rank's `t` (same shape everywhere), on every rank, as a CPU tensor."""
+    if world() == 1:
+        return t
+    wire = _on_wire(t.clone())
+    _collective(dist.all_reduce, wire)
+    return wire.cpu()
+
+
+def any_rank(flags: torch.Tensor) -> torch.Tensor:
+    """Bool [n]: True where any rank's `flags` is True."""
+    if world() == 1:
+        return flags
+    return all_sum(flags.to(torch.int32)) > 0
+
+
+def gather_list(part: list[torch.Tensor], n: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """Every rank's `part` (its `share(n)` tensors, in rank order) as one list of n on every rank, for rows whose
+    shapes differ (a text's hidden states: one row per token). Shapes travel as objects, the values as one flat
+    padded tensor per rank, so the rows come back bit for bit; each comes back as a view into its rank's buffer
+    (on `device`, else that of `part`, else the CPU), so a gather leaves a few large tensors, not thousands of small ones."""
+    if world() == 1:
+        return part
+    device = device if device is not None else part[0].device if part else torch.device("cpu")
+    shapes: list[list[tuple[int, ...]]] = [[] for _ in range(world())]
+    _collective(dist.all_gather_object, shapes, [tuple(t.shape) for t in part])
+    sizes = [sum(int(torch.Size(s).numel()) for s in ss) for ss in shapes]
+    flat = torch.zeros(max(sizes), dtype=dtype)
+    if part:
+        flat[: sizes[rank()]] = torch.cat([t.detach().reshape(-1).to("cpu", dtype) for t in part])
+    wire = _on_wire(flat)
+    bufs = [torch.empty_like(wire) for _ in range(world())]
+    _collective(dist.all_gather, bufs, wire)
+    out: list[torch.Tensor] = []
+    for buf, ss, size in zip(bufs, shapes, sizes):
+        rows = buf[:size].to(device).split([int(torch.Size(s).numel()) for s in ss])
+        out += [r.view(s) for r, s in zip(rows, ss)]
+    if len(out) != n:
+        raise RuntimeError(f"gathered {len(out)} rows, expected {n}")
+    return out
 
 
 def launch(nproc: int, args: list[str]) -> None:

@@ -1,8 +1,14 @@
 """The one protocol loop: learn task i, evaluate on the test data of every task seen so far with one head and
-no task id, fill row i of the accuracy matrix. Only this loop ever touches test data."""
+no task id, fill row i of the accuracy matrix. Only this loop ever touches test data.
+
+With several processes, learning is shared inside the learner (its caches and `fit`); scoring is shared here: each
+rank scores its share of the inputs `alone` (its caches embed only what it scores) and the per-example results are
+gathered in order, so every rank holds what one process would have computed (up to the rounding of different batch
+shapes) and fills the same accuracy matrix, routing accuracy and out-of-scope rejection."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -12,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import metrics, oos
+from . import distributed, metrics, oos
 from .data.task import Examples, Stream
 from .errors import LifelongError
 from .methods.base import Learner
@@ -30,6 +36,15 @@ def accuracy(learner: Learner, examples: Examples, task_classes: list[list[int]]
     """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its confidence
     (for out-of-scope rejection), and each task's weight per example [n, T] (else None without `task_classes`):
     the learner's own routing weights where it routes among tasks, else its best class score within each task."""
+    if distributed.world() > 1:
+        start, stop = distributed.share(len(examples))
+        with distributed.alone():
+            hits, best, weights = accuracy(learner, examples.select(range(start, stop)), task_classes, batch_size)
+        n = len(examples)
+        if task_classes is not None and weights is None:  # this rank's share is empty
+            weights = torch.zeros(0, len(task_classes))
+        return (distributed.gather_rows(hits.to(torch.uint8), n).bool(), distributed.gather_rows(best.float(), n),
+                distributed.gather_rows(weights.float(), n) if task_classes is not None else None)
     hits, best, weights = [], [], []
     for s in range(0, len(examples), batch_size):
         part = examples.select(range(s, min(s + batch_size, len(examples))))
@@ -52,18 +67,31 @@ def routed(weights: torch.Tensor, task_of: torch.Tensor, k: int) -> float:
 
 
 def accuracy_given_task(learner: Learner, stream: Stream, seen: int, batch_size: int = 1024) -> float:
-    """Accuracy when each test example's task is given: the argmax over that task's classes only."""
+    """Accuracy when each test example's task is given: the argmax over that task's classes only (with several
+    processes each rank scores its share of each task's test data, and the hits are summed)."""
     hits = []
-    for task in stream.tasks[:seen]:
-        for s in range(0, len(task.test), batch_size):
-            part = task.test.select(range(s, min(s + batch_size, len(task.test))))
-            pred = torch.tensor(task.classes)[learner.predict_in_task(part.inputs, task.index, task.classes).argmax(-1)]
-            hits.append(pred == part.labels)
-    return torch.cat(hits).float().mean().item()
+    shares = [distributed.share(len(task.test)) for task in stream.tasks[:seen]]  # (0, n) with one process
+    with distributed.alone() if distributed.world() > 1 else contextlib.nullcontext():
+        for task, (lo, hi) in zip(stream.tasks[:seen], shares):
+            for s in range(lo, hi, batch_size):
+                part = task.test.select(range(s, min(s + batch_size, hi)))
+                pred = torch.tensor(task.classes)[
+                    learner.predict_in_task(part.inputs, task.index, task.classes).argmax(-1)]
+                hits.append(pred == part.labels)
+    if distributed.world() == 1:
+        return torch.cat(hits).float().mean().item()
+    local = torch.tensor([float(sum(int(h.sum()) for h in hits)), float(sum(len(h) for h in hits))])
+    total, count = distributed.all_sum(local).tolist()
+    return (torch.tensor(total) / torch.tensor(count)).item()
 
 
 def best_scores(learner: Learner, inputs, batch_size: int = 1024) -> torch.Tensor:
     """The learner's confidence per input (inputs with no label: out-of-scope queries)."""
+    if distributed.world() > 1:
+        start, stop = distributed.share(len(inputs))
+        with distributed.alone():
+            part = best_scores(learner, inputs[start:stop], batch_size)
+        return distributed.gather_rows(part.float(), len(inputs))
     out = []
     for s in range(0, len(inputs), batch_size):
         part = inputs[s : s + batch_size]

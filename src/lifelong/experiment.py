@@ -147,9 +147,12 @@ class Experiment:
         log.info("%s: %d tasks, %d classes", stream.name, len(stream), len(stream.class_names))
         distributed.setup(resolve_device(self.device))  # with torchrun: join the group; only the main rank writes
         main = distributed.is_main()
-        if distributed.world() > 1 and main and not learner_cls.frozen_features:
-            log.warning("%s does not share its work between processes yet: each of the %d runs it whole",
-                        self.method, distributed.world())
+        shared = learner_cls.frozen_features or learner_cls.shares_processes
+        if distributed.world() > 1 and main and not shared:
+            # its training (`fit`) and evaluation are shared like any method's, but the rest of its run (its own
+            # passes over the data, dropout drawn per rank) is not checked to give what one process gives
+            log.warning("%s is not checked with several processes: training and evaluation are shared between the "
+                        "%d, its other work repeated in each", self.method, distributed.world())
         if main:
             (out / "results.json").unlink(missing_ok=True)  # overwriting: not a finished run until the end
 

@@ -29,6 +29,18 @@ def input_key(x) -> str:
     return hashlib.sha1(data).hexdigest()[:20]
 
 
+def missing_keys(keys: Sequence[str], held) -> list[str]:
+    """The distinct keys to embed now, in order of first appearance: those not `held`, and with several processes
+    those any rank lacks. Why any rank: evaluation scores each rank's own share of the test inputs
+    (`distributed.alone`), so the caches of different ranks may differ by those rows; a shared pass must still be
+    the same call on every rank, and it rewrites the rows some rank held so that every rank holds the same values."""
+    unique = list(dict.fromkeys(keys))
+    if distributed.world() == 1:
+        return [k for k in unique if k not in held]
+    need = distributed.any_rank(torch.tensor([k not in held for k in unique], dtype=torch.bool))
+    return [k for k, m in zip(unique, need.tolist()) if m]
+
+
 class FeatureCache:
     def __init__(self, encoder, directory: str | Path | None = None, progress: bool = True):
         self.encoder, self.progress = encoder, progress
@@ -68,16 +80,20 @@ class FeatureCache:
 
     def __call__(self, inputs: Sequence) -> torch.Tensor:
         keys = [input_key(x) for x in inputs]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
+        missing = missing_keys(keys, self.rows)
         if missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
             new_inputs = [inputs[first[k]] for k in missing]
             if isinstance(inputs, torch.Tensor):
                 new_inputs = torch.stack(new_inputs)
             feats = self._encode(new_inputs)
+            known = [i for i, k in enumerate(missing) if k in self.rows]  # another rank lacked them (see missing_keys)
+            if known:
+                self.table[torch.tensor([self.rows[missing[i]] for i in known])] = feats[known]
+            new = [i for i, k in enumerate(missing) if k not in self.rows]
             start = len(self.table)
-            self.table = torch.cat([self.table, feats])
-            self.rows.update({k: start + i for i, k in enumerate(missing)})
+            self.table = torch.cat([self.table, feats[new]])
+            self.rows.update({missing[i]: start + j for j, i in enumerate(new)})
             self._dirty = True
         return self.table[torch.tensor([self.rows[k] for k in keys], dtype=torch.long)]
 

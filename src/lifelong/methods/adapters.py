@@ -60,6 +60,7 @@ FORMAT = 3  # learner.json format: 3 = class model over every block's pooled out
 @register
 class Adapters(Learner):
     name = "adapters"
+    shares_processes = True  # SplitCache shares the frozen pass; fit shares the training
     description = "One 1-bit (or ternary/fp16/fp32) LoRA or bottleneck adapter per task, routed without task id"
     Config = AdaptersConfig
 
@@ -98,7 +99,7 @@ class Adapters(Learner):
         self.epochs_trained.append(epochs)
         if self.config.refit_head:
             self.top.set_active(len(self.heads))  # the adapter just banked, quantised as at inference
-            head = refit(top_features(self.top, hidden), train.labels - offset, len(task.classes),
+            head = refit(top_features(self.top, hidden, shared=True), train.labels - offset, len(task.classes),
                          self.config, self.config.seed + task.index)
         stats = self.classes.task_statistics(self.cache.class_input(train.inputs), train.labels, task.classes)
         self._add_task(packed, {"weight": head.weight.detach(), "bias": head.bias.detach()}, offset)

@@ -18,6 +18,7 @@ from .ncm import class_means
 @register
 class APER(Learner):
     name = "aper"
+    shares_processes = True  # SplitCache shares the frozen pass; fit shares the training
     description = "APER: adapter trained on the first task only, class means of frozen + adapted features"
     Config = AdapterTrainConfig
 

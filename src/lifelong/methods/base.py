@@ -43,6 +43,9 @@ class Learner(ABC):
     shared_kinds: ClassVar[tuple[str, ...]] = ("shared",)  # state kept once, not per task (reported apart)
     frozen_features: ClassVar[bool] = False  # reads inputs only through `self.features` (so several processes
     # share its frozen pass: distributed.py)
+    shares_processes: ClassVar[bool] = False  # several processes share its run (frozen pass, training,
+    # evaluation) and hold the same weights: true of every `frozen_features` method, and of a method that reads its
+    # frozen pass through a sharing cache (SplitCache), trains through `fit` and chooses nothing rank by rank
 
     def __init__(self, backbone, config=None, features=None):
         from ..backbones import FeatureCache

@@ -57,6 +57,7 @@ def compensate(before: torch.Tensor, after: torch.Tensor, prototypes: torch.Tens
 @register
 class EKPC(Learner):
     name = "ekpc"
+    shares_processes = True  # SplitCache shares the frozen pass; fit shares the training
     description = "EKPC: one shared adapter, importance-weighted pull to its old values, drift-compensated prototypes"
     Config = EKPCConfig
 

@@ -80,6 +80,7 @@ def extend_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> t
 @register
 class InfLoRA(Learner):
     name = "inflora"
+    shares_processes = True  # SplitCache shares the frozen pass; fit shares the training
     description = "InfLoRA: per-task LoRA whose down-projection avoids old tasks' input subspace, merged after"
     Config = InfLoRAConfig
 

@@ -74,6 +74,7 @@ def sample_gaussians(mean: torch.Tensor, factor: torch.Tensor, rest: torch.Tenso
 @register
 class SLCA(Learner):
     name = "slca"
+    shares_processes = True  # SplitCache shares the frozen pass; fit shares the training
     description = "SLCA: slow-learning top blocks + per-class Gaussians that realign the head after each task"
     Config = SLCAConfig
 

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from .. import distributed
 from ..adapters import AdaptedTop, AdapterConfig
+from ..backbones.cache import input_key, missing_keys
 from ..data.task import Examples
 from .settings import AdapterKind, Count, Positive, PositiveFloat, Precision
 from .training import fit
@@ -98,8 +100,6 @@ class SplitCache:
     @staticmethod
     def key_list(inputs) -> list[str]:
         if isinstance(inputs, torch.Tensor) or (len(inputs) and not isinstance(inputs[0], str)):
-            from ..backbones.cache import input_key
-
             return [input_key(torch.as_tensor(x)) for x in inputs]
         return list(inputs)
 
@@ -109,14 +109,29 @@ class SplitCache:
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        missing = [k for k in first if k not in self.hidden]
+        missing = missing_keys(keys, self.hidden)
         if missing:
             batch = [inputs[first[k]] for k in missing]
-            hidden, pooled, levels = self.backbone.encode_split(batch, self.split)
+            hidden, pooled, levels = self._encode(batch)
             self.hidden.update(zip(missing, hidden))
             self.pooled.update(zip(missing, pooled))
             self.levels.update(zip(missing, levels))
         return keys
+
+    def _encode(self, batch: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """`encode_split` of the batch; with several processes each embeds its share and every rank receives every
+        row (hidden states of different lengths through `gather_list`, bit for bit), as `FeatureCache` does."""
+        if distributed.world() == 1:
+            return self.backbone.encode_split(batch, self.split)
+        start, stop = distributed.share(len(batch))
+        if stop > start:
+            hidden, pooled, levels = self.backbone.encode_split(batch[start:stop], self.split)
+        else:
+            hidden, pooled = [], torch.empty(0, self.backbone.dim)
+            levels = torch.empty(0, sum(self.backbone.level_dims))
+        return (distributed.gather_list(hidden, len(batch), device=getattr(self.backbone, "device", None)),
+                distributed.gather_rows(pooled, len(batch)),
+                distributed.gather_rows(levels, len(batch)))
 
     def clear(self) -> None:
         self.hidden.clear()
@@ -155,8 +170,17 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
 
 
 @torch.no_grad()
-def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256) -> torch.Tensor:
-    """`forward(h, mask) -> pooled` over cached hidden states in length-sorted chunks, rows in input order."""
+def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: bool = False) -> torch.Tensor:
+    """`forward(h, mask) -> pooled` over cached hidden states in length-sorted chunks, rows in input order.
+    `shared`: the same call on every rank (not inside `distributed.alone`), each computing its share of the rows
+    and all receiving every row."""
+    if shared and distributed.world() > 1:
+        start, stop = distributed.share(len(hidden))
+        part = top_features(forward, hidden[start:stop], chunk) if stop > start else None
+        width, ranks = distributed.all_sum(torch.tensor([part.shape[1] if part is not None else 0,
+                                                         int(part is not None)])).tolist()
+        part = part if part is not None else torch.empty(0, width // ranks)
+        return distributed.gather_rows(part, len(hidden))
     order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
     parts = [forward(*pad([hidden[i] for i in order[s : s + chunk]])) for s in range(0, len(order), chunk)]
     feats = torch.cat(parts)
@@ -226,12 +250,28 @@ class BestOnHeldOut:
 
     @torch.no_grad()
     def __call__(self, epoch: int) -> bool:
-        logits = self.head(top_features(self.forward, self.hidden))
-        score = (int((logits.argmax(1) == self.labels).sum()), -float(F.cross_entropy(logits, self.labels)))
+        score = self._score() if distributed.world() > 1 else None
+        if score is None:
+            logits = self.head(top_features(self.forward, self.hidden))
+            score = (int((logits.argmax(1) == self.labels).sum()), -float(F.cross_entropy(logits, self.labels)))
         if self.best is None or score > self.best:
             self.best, self.best_epoch = score, epoch
             self.saved = [p.detach().clone() for p in self.params]
         return epoch - self.best_epoch >= self.patience
+
+    def _score(self) -> tuple[int, float]:
+        """The score with several processes: each rank scores its share of the held-out examples and hits and
+        summed cross-entropy are all-reduced, so every rank sees the same score, stops at the same epoch and keeps
+        the same weights."""
+        start, stop = distributed.share(len(self.hidden))
+        local = torch.zeros(2, dtype=torch.float64)
+        if stop > start:
+            logits = self.head(top_features(self.forward, self.hidden[start:stop]))
+            labels = self.labels[start:stop]
+            local[0] = float((logits.argmax(1) == labels).sum())
+            local[1] = float(F.cross_entropy(logits, labels, reduction="sum"))
+        hits, loss = distributed.all_sum(local).tolist()
+        return int(hits), -loss / len(self.hidden)
 
     @torch.no_grad()
     def restore(self) -> None:

@@ -6,6 +6,11 @@ they pass a `loss_fn(inputs, labels) -> loss` and the parameter groups; the loop
 With `lengths` (tokens per example), each epoch's shuffled order is cut into pools of `POOL` batches, each pool is
 sorted by length and cut into batches, and the batches are shuffled: every batch still draws from a random part of
 the data, but pads to a length close to its own, so a text batch wastes little compute on padding.
+
+With several processes (`distributed.world() > 1`) every rank draws the same batches (same seed), takes its
+contiguous slice of each (`distributed.share`) and computes the loss on it; the gradients, weighted by slice size,
+are summed over the ranks before the optimizer step, which is then the single-process step on the whole batch (up to
+float rounding) and the same step on every rank, so the weights stay identical everywhere (`_shared_step`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .. import distributed
 from ..data.task import Examples
 from ..progress import Progress
 
@@ -53,9 +59,16 @@ def fit(
     steps = epochs * ((n + batch_size - 1) // batch_size)
     bar = Progress(steps, desc, "steps")
     history = []
+    shared = distributed.world() > 1
+    params = [p for group in opt.param_groups for p in group["params"]]
     for epoch in range(epochs):
         total = 0.0
         for index in batch_order(n, batch_size, gen, lengths):
+            if shared:
+                value = _shared_step(examples, index, loss_fn, params, opt)
+                total += value * len(index)
+                bar.update(1, loss=f"{value:.3f}")
+                continue
             batch = examples.select(index)
             loss = loss_fn(batch.inputs, batch.labels)
             opt.zero_grad(set_to_none=True)
@@ -68,3 +81,43 @@ def fit(
             break
     bar.close()
     return history
+
+
+def _shared_step(examples: Examples, index: list[int], loss_fn, params: list[torch.Tensor], opt) -> float:
+    """One optimizer step on the global batch `index`, this rank computing the loss on its slice; returns the
+    batch's mean loss (the same on every rank).
+
+    Each rank backpropagates its slice's mean loss times slice / batch size, so the sum of the ranks' gradients is
+    the gradient of the whole batch's mean loss (a term that does not depend on the batch, a penalty, is counted
+    once in all: its weights sum to 1). One all-reduce per step carries every gradient, which parameters got one
+    (a parameter no rank's loss reached keeps no gradient, as in one process, and AdamW leaves it alone), and the
+    loss.
+
+    Why an all-reduce here and not DistributedDataParallel: `fit` trains whatever a method passes as parameter
+    groups through a `loss_fn` closure (an adapter and a head over a cache, a whole backbone with an EWC penalty, a
+    head on sampled features), not one module whose forward produces the loss, and DDP needs that module (and,
+    for parameters used outside its forward, such as a penalty's, would miss their gradients). What DDP adds over
+    this, bucketed all-reduces overlapping the backward, matters for large models on many GPUs, not for the
+    adapters and heads trained here. The loss runs `alone`: each rank asks its caches for different inputs, so
+    they must not share a pass (a rank lacking some rows embeds them itself)."""
+    start, stop = distributed.share(len(index))
+    opt.zero_grad(set_to_none=True)
+    local = 0.0
+    if stop > start:
+        batch = examples.select(index[start:stop])
+        with distributed.alone():
+            loss = loss_fn(batch.inputs, batch.labels)
+        (loss * ((stop - start) / len(index))).backward()
+        local = loss.item() * (stop - start)
+    grads = [p.grad.detach().reshape(-1).float().cpu() if p.grad is not None else torch.zeros(p.numel())
+             for p in params]
+    had = torch.tensor([float(p.grad is not None) for p in params])
+    summed = distributed.all_sum(torch.cat([*grads, had, torch.tensor([local])]))
+    flags = summed[-1 - len(params) : -1]
+    offset = 0
+    for p, flag in zip(params, flags.tolist()):
+        size = p.numel()
+        p.grad = summed[offset : offset + size].view_as(p).to(p.device, p.dtype).clone() if flag > 0 else None
+        offset += size
+    opt.step()
+    return float(summed[-1]) / len(index)
