@@ -5,7 +5,7 @@ test texts, plus a few milliseconds of class means) with LIFELONG_THREADS=1, the
 LIFELONG_THREADS=2 (one thread per process), one after the other, timing each from process start to exit, and
 checks that both runs' accuracy matrices are equal. Efficiency = t1 / (2 x t2). Writes OUT/distributed_speed.json.
 
-    python benchmarks/distributed_speed.py --out runs/distributed-speed
+    python benchmarks/distributed_speed.py --out runs/distributed-speed [--method adapters]
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "distributed-speed")
     ap.add_argument("--benchmark", default="clinc150")
+    ap.add_argument("--method", default="ncm", help="adapters: the whole run shared (training, held-out choices)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for nproc in (1, 2):
         run_dir = args.out / f"nproc{nproc}"
-        cmd = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", args.benchmark, "--method", "ncm",
+        cmd = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", args.benchmark, "--method", args.method,
                "--seed", "0", "--out", str(run_dir), "--overwrite", "--no-save", "--nproc", str(nproc)]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "LIFELONG_THREADS": str(nproc),
                "OMP_NUM_THREADS": "1"}
@@ -46,7 +47,8 @@ def main() -> None:
                      "final_accuracy": result["final_accuracy"], "accuracy_matrix": result["accuracy_matrix"]})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "accuracy_matrix"}), flush=True)
     same = rows[0]["accuracy_matrix"] == rows[1]["accuracy_matrix"]
-    summary = {"benchmark": args.benchmark, "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M"),
+    summary = {"benchmark": args.benchmark, "method": args.method,
+               "final_accuracy_difference": rows[1]["final_accuracy"] - rows[0]["final_accuracy"], "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M"),
                "runs": rows, "speedup": rows[0]["seconds"] / rows[1]["seconds"],
                "efficiency": rows[0]["seconds"] / (2 * rows[1]["seconds"]), "same_accuracy_matrix": same}
     (args.out / "distributed_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
