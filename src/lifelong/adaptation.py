@@ -17,7 +17,6 @@ import torch
 
 from .data.shift import CORRUPTIONS, Segment, shift_benchmark, shift_stream, stack
 from .data.task import class_incremental
-from .errors import LifelongError
 from .evaluation import peak_memory_mb
 from .io import atomic_dir, write_json
 from .progress import Progress
