@@ -191,8 +191,10 @@ def npz_images(path, n=40, size=32):
     return path
 
 
-def test_adapt_command_end_to_end(tmp_path):
+def test_adapt_command_end_to_end(tmp_path, monkeypatch):
     from typer.testing import CliRunner
+
+    monkeypatch.setenv("LIFELONG_LOG_LEVEL", "INFO")  # `-q` sets it in this process; undone after the test
 
     from lifelong.cli import app
 
@@ -260,13 +262,14 @@ def test_vida_trains_only_its_adapters_and_merges_them_into_the_source_names():
         assert not torch.allclose(source.logits(merged, pixels), source.logits(source.net, pixels), atol=1e-3)
 
 
-def test_adapt_a_saved_model_of_an_image_benchmark(tmp_path):
+def test_adapt_a_saved_model_of_an_image_benchmark(tmp_path, monkeypatch):
     """A run's saved `ncm` model is the source: its classes by name, its function unchanged by the folded
     statistics (the source's error on clean images is the run's own)."""
     from typer.testing import CliRunner
 
     from lifelong.cli import app
 
+    monkeypatch.setenv("LIFELONG_LOG_LEVEL", "INFO")  # `-q` sets it in this process; undone after the test
     data = npz_images(tmp_path / "toy.npz")
     run = CliRunner().invoke(app, ["run", "--benchmark", str(data), "--classes-per-task", "1", "--method", "ncm",
                                    "--backbone", "efficientnet-lite0", "--out", str(tmp_path / "run"), "-q"])
