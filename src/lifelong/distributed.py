@@ -1,15 +1,16 @@
 """One code path for 1 or N processes, on torch.distributed (launched by torchrun, or `lifelong run --nproc N`).
 
-Why torch.distributed directly and not a wrapper: three small collectives carry everything (an all-gather of
-features, whose result every rank needs whole since the exemplar-free methods fit closed-form statistics on it; one
-all-reduce of gradients per training step; an all-gather of per-example evaluation results); torchrun already gives
+Why torch.distributed directly and not a wrapper: a few small collectives carry everything (an all-reduce of the
+sums the closed-form methods are made of; an all-gather of features where a method needs them whole; one all-reduce
+of gradients per training step; an all-gather of per-example evaluation results); torchrun already gives
 rendezvous, multi-node flags and failure handling, and gloo runs it on CPUs.
 
-Each rank embeds a contiguous share of the inputs not yet cached; the shares are gathered in order, so every rank
-holds the same features a single process would have computed (up to the rounding of a different batch shape).
-Training takes each rank's slice of the same global batch and sums the gradients weighted by slice size
-(`all_sum`, methods/training.py); evaluation scores each rank's share of the test inputs `alone` and gathers the
-per-example results. Only the main rank writes (`is_main`).
+A method whose state is a sum over examples embeds only its rank's share and adds the sums up (`all_sum`,
+`Learner.shard`). Otherwise each rank embeds a contiguous share of the inputs not yet cached, and the shares are
+gathered in order, so every rank holds the same features a single process would have computed (up to the rounding
+of a different batch shape). Training takes each rank's slice of the same global batch and sums the gradients
+weighted by slice size (methods/training.py); evaluation scores each rank's share of the test inputs `alone` and
+gathers the per-example results. Only the main rank writes (`is_main`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     wire = _on_wire(t.clone())
     _collective(dist.all_reduce, wire)
     return wire.cpu()
+
+
+def all_sum_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`all_sum` of each tensor of a dict in one collective; each comes back on its own device and dtype."""
+    if world() == 1:
+        return tensors
+    summed = all_sum(torch.cat([t.detach().reshape(-1).double().cpu() for t in tensors.values()]))
+    out, offset = {}, 0
+    for k, t in tensors.items():
+        out[k] = summed[offset : offset + t.numel()].view(t.shape).to(t.device, t.dtype)
+        offset += t.numel()
+    return out
 
 
 def any_rank(flags: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Analytic class-incremental learning (ACIL, Zhuang et al., NeurIPS 2022): a recursive least-squares classifier
 on frozen (optionally randomly expanded) features. It keeps R = (sum phi phi^T + gamma I)^-1 and updates it with
 the Woodbury identity for each task's batch, so the weights after task i equal the joint ridge solution on tasks
-0..i, with no stored examples and no matrix re-inversion of old data.
+0..i, with no stored examples and no matrix re-inversion of old data. The update reads the batch only through its
+sums phi^T phi and phi^T Y, so several processes each take a share of the task and add them up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from . import register
 from .base import Learner
 from .ridge import RandomExpansion, one_hot
@@ -40,13 +42,17 @@ class Analytic(Learner):
         self.weight = torch.zeros(m, 0, dtype=torch.float64)
 
     def _learn(self, task) -> None:
-        phi = self.expand(self.features(task.train.inputs))
-        y = one_hot(task.train.labels, self.num_classes)
+        x, y = self.shard(task.train)
+        phi = self.expand(x)
+        gram = distributed.all_sum(phi.T @ phi)  # G of the task's batch: sums over examples, so shards add up
+        cross = distributed.all_sum(phi.T @ one_hot(y, self.num_classes))
         self.weight = F.pad(self.weight, (0, len(task.classes)))
-        # Woodbury: R <- R - R phi^T (I + phi R phi^T)^-1 phi R ; then W <- W + R phi^T (Y - phi W)
-        k = torch.linalg.solve(torch.eye(len(phi), dtype=phi.dtype) + phi @ self.R @ phi.T, phi @ self.R)
-        self.R = self.R - self.R @ phi.T @ k
-        self.weight = self.weight + self.R @ phi.T @ (y - phi @ self.weight)
+        # Woodbury on the batch, written with G = phi^T phi so it needs only sums:
+        # R <- (R^-1 + G)^-1 = R - R (I + G R)^-1 G R ; then W <- W + R (phi^T Y - G W)
+        eye = torch.eye(len(self.R), dtype=self.R.dtype)
+        self.R = self.R - self.R @ torch.linalg.solve(eye + gram @ self.R, gram @ self.R)
+        self.R = (self.R + self.R.T) / 2  # symmetric, as the inverse of a symmetric matrix is
+        self.weight = self.weight + self.R @ (cross - gram @ self.weight)
 
     def predict(self, inputs) -> torch.Tensor:
         return self.score_features(self.features(inputs))

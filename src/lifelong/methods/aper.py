@@ -12,7 +12,7 @@ from ..adapters import AdaptedTop
 from . import register
 from .topblock import AdapterTrainConfig, SplitCache, adapted, train_adapter
 from .base import Learner
-from .ncm import class_means
+from .sums import class_means
 
 
 @register

@@ -24,7 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.task import Task
+from .. import distributed
+from ..data.task import Examples, Task
 from ..errors import LifelongError
 from ..io import atomic_dir
 from .settings import config_from_dict
@@ -98,6 +99,16 @@ class Learner(ABC):
                 new.weight[: head.out_features] = head.weight
                 new.bias[: head.out_features] = head.bias
         return new
+
+    def shard(self, examples: Examples) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of `examples`: (frozen features, labels). A method whose state is a sum over
+        examples (class sums, Gram matrices, hit counts) computes it on its share and adds the shares up with
+        `distributed.all_sum`, so with N processes each embeds 1/N of the data and none holds every feature. With
+        one process the share is everything."""
+        start, stop = distributed.share(len(examples))
+        with distributed.alone():  # this rank's rows only: no gather
+            feats = self.features(examples.inputs[start:stop])
+        return feats, examples.labels[start:stop]
 
     @abstractmethod
     def predict(self, inputs: Sequence) -> torch.Tensor:

@@ -24,14 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..adapters import AdaptedTop
 from ..devices import module_device
 from . import register
 from .topblock import AdapterSettings, SplitCache, fit_top, pad, top_features
 from .base import Learner
-from .ncm import class_means
+from .sums import class_means
 from .ridge import ridge_solve
 from .settings import NonNegative, Positive, PositiveFloat
+from .training import statistic_batches
 
 
 @dataclass
@@ -88,14 +90,14 @@ class EKPC(Learner):
         """Mean |d ||f(x)||^2 / d theta| over mini-batches of the task, normalised to mean 1."""
         params, c = self.params(), self.config
         out = {n: torch.zeros_like(p) for n, p in params.items()}
-        order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(c.seed + task.index))
-        batches = [order[s : s + c.batch_size].tolist() for s in range(0, len(order), c.batch_size)]
-        batches = batches[: c.importance_batches]
-        for idx in batches:
-            hidden, _ = self.cache([task.train.inputs[i] for i in idx])
-            energy = self.top(*pad(hidden)).pow(2).sum(-1).mean()
-            for n, g in zip(params, torch.autograd.grad(energy, list(params.values()))):
-                out[n] += g.abs() / len(batches)
+        batches, count = statistic_batches(len(task.train), c.batch_size, c.seed + task.index, c.importance_batches)
+        with distributed.alone():  # each process its own share of the batches
+            for idx in batches:
+                hidden, _ = self.cache([task.train.inputs[i] for i in idx])
+                energy = self.top(*pad(hidden)).pow(2).sum(-1).mean()
+                for n, g in zip(params, torch.autograd.grad(energy, list(params.values()))):
+                    out[n] += g.abs() / count
+        out = distributed.all_sum_dict(out)
         mean = torch.cat([v.flatten() for v in out.values()]).mean().clamp(min=1e-12)
         return {n: v / mean for n, v in out.items()}
 

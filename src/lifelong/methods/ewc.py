@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from . import register
 from .l2 import L2, L2Config
 from .settings import NonNegative, Positive
+from .training import statistic_batches
 
 
 @dataclass
@@ -30,18 +32,17 @@ class EWC(L2):
         params = dict(self.encoder.model.named_parameters())
         out = {n: torch.zeros_like(p) for n, p in params.items()}
         c = self.config
-        gen = torch.Generator().manual_seed(c.seed + task.index)
-        order = torch.randperm(len(task.train), generator=gen).tolist()
-        batches = [order[i : i + c.batch_size] for i in range(0, len(order), c.batch_size)][: c.fisher_batches]
-        for idx in batches:
-            batch = task.train.select(idx)
-            self.encoder.zero_grad(set_to_none=True)
-            F.cross_entropy(self.head(self.encoder(batch.inputs)), batch.labels).backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    out[n] += p.grad.detach() ** 2 / len(batches)
+        batches, count = statistic_batches(len(task.train), c.batch_size, c.seed + task.index, c.fisher_batches)
+        with distributed.alone():  # each process its own share of the batches
+            for idx in batches:
+                batch = task.train.select(idx)
+                self.encoder.zero_grad(set_to_none=True)
+                F.cross_entropy(self.head(self.encoder(batch.inputs)), batch.labels).backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        out[n] += p.grad.detach() ** 2 / count
         self.encoder.zero_grad(set_to_none=True)
-        return out
+        return distributed.all_sum_dict(out)
 
     def end_task(self, task) -> None:
         f = self.fisher(task)

@@ -33,6 +33,7 @@ class Finetune(Learner):
     name = "finetune"
     description = "Sequential fine-tuning of backbone + head on each task (lower bound, forgets)"
     Config = FinetuneConfig
+    shares_processes = True  # fit shares the training; a statistic over batches is shared (EWC's Fisher)
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)

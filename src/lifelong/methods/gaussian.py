@@ -2,8 +2,9 @@
 analysis) on unit-normalised frozen features, kept without any example.
 
 Why this model: in class-incremental learning each class arrives in exactly one task, so a task contributes its
-classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T, and the model after task i is
-the one fitted jointly on tasks 0..i (up to the fp16 rounding of the stored covariance). It scores every seen class
+classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T (from sums of x and of
+x x^T, so that shards of a task add up too), and the model after task i is the one fitted jointly on tasks 0..i
+(up to the fp16 rounding of the stored covariance). It scores every seen class
 against every other, so it can tell apart related classes that arrived in different tasks better than a nearest-
 prototype router (which ignores how features vary within classes). Its state is d x d (d <= 960), where ridge on
 random features (RanPAC's head) keeps a 2048 x 2048 Gram matrix for about the same accuracy. What `adapters` gives
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .sums import class_sums, means_of
 
 # candidates for the covariance shrinkage, chosen on held-out data; the most regularised first, so that with no
 # held-out evidence (a tie) the choice is the safe one
@@ -65,22 +68,24 @@ class GaussianClassModel:
         return F.normalize(x.double(), dim=-1)
 
     def task_statistics(self, feats: torch.Tensor, labels: torch.Tensor, classes: list[int]):
-        """(means [k, dim], counts [k], within-class scatter sum [dim, dim]) of one task's new classes."""
+        """(sums [k, dim], counts [k], second moment sum x x^T [dim, dim]) of one task's new classes, in the
+        model's feature. Sums over examples, so the statistics of a task's shards add up (several processes each
+        summing their own share: `distributed.all_sum`) to those of the whole task."""
         x = self.transform(feats)
-        means = torch.stack([x[labels == c].mean(0) for c in classes])
-        counts = torch.tensor([float((labels == c).sum()) for c in classes], dtype=torch.float64)
-        row = {c: i for i, c in enumerate(classes)}
-        centred = x - means[torch.tensor([row[int(y)] for y in labels], dtype=torch.long)]
-        return means, counts, centred.T @ centred
+        return (*class_sums(x, labels, classes), x.T @ x)
 
-    def add(self, means: torch.Tensor, counts: torch.Tensor, scatter: torch.Tensor) -> None:
-        """Append a task's classes (columns after the seen ones) and pool its scatter into the covariance."""
+    def add(self, sums: torch.Tensor, counts: torch.Tensor, second: torch.Tensor) -> None:
+        """Append a task's classes (columns after the seen ones) and pool its within-class scatter
+        (sum x x^T - sum_c n_c mu_c mu_c^T, in float64 on unit vectors) into the covariance."""
+        counts = counts.double()
+        means = means_of(sums.double(), counts)
+        scatter = second.double() - sums.double().T @ means
         q, scale = quantize_rows(means)
         self.means = torch.cat([self.means, dequantize_rows(q, scale)])
-        self.counts = torch.cat([self.counts, counts.double()])
+        self.counts = torch.cat([self.counts, counts])
         dof = self.dof + float(counts.sum()) - len(counts)
         if dof > 0:
-            pooled = (self.covariance * self.dof + scatter.double()) / dof
+            pooled = (self.covariance * self.dof + scatter) / dof
             self.covariance = pooled.half().double()  # as stored
         self.dof = dof
         self._solved.clear()

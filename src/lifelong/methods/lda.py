@@ -4,7 +4,8 @@ class model `adapters` routes and scores with, offered on its own as a closed-fo
 The covariance shrinkage is chosen on held-out data without keeping it: each task's held-out examples are scored
 under every candidate shrinkage when the task is learned, and the hits are added to a running count per
 candidate, so the choice after task i weighs the held-out data of tasks 0..i, each scored against the classes
-seen by then.
+seen by then. Every statistic is a sum over examples, so several processes each take a share of the task and add
+their sums up (`Learner.shard`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
 from . import register
 from .base import Learner, held_out
 from .gaussian import SHRINKAGES, GaussianClassModel
@@ -43,10 +45,11 @@ class LDA(Learner):
 
     def _learn(self, task) -> None:
         train, held = held_out(task)
-        self.model.add(*self.model.task_statistics(self.features(train.inputs), train.labels, task.classes))
-        x = self.features(held.inputs)
-        self.hits += torch.tensor([float((self.model.logits(x, s).argmax(1) == held.labels).sum())
-                                   for s in SHRINKAGES], dtype=torch.float64)
+        x, y = self.shard(train)
+        self.model.add(*map(distributed.all_sum, self.model.task_statistics(x, y, task.classes)))
+        x, y = self.shard(held)
+        self.hits += distributed.all_sum(torch.tensor([float((self.model.logits(x, s).argmax(1) == y).sum())
+                                                       for s in SHRINKAGES], dtype=torch.float64))
 
     def chosen(self) -> dict:
         return {"shrinkage": self.shrink}

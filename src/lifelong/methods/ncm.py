@@ -1,6 +1,7 @@
 """SimpleCIL / nearest class mean (Zhou et al., 2023): frozen features, one mean per class, cosine scores.
 
-No training and no forgetting by construction: a new task only appends its class means.
+No training and no forgetting by construction: a new task only appends its class means (from class sums, which
+several processes add up from their shares).
 """
 
 from __future__ import annotations
@@ -8,12 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from . import register
 from .base import Learner
-
-
-def class_means(feats: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    return torch.stack([feats[labels == c].mean(0) for c in classes])
+from .sums import class_sums, means_of
 
 
 @register
@@ -27,8 +26,8 @@ class NCM(Learner):
         self.means = torch.empty(0, backbone.dim)
 
     def _learn(self, task) -> None:
-        feats = self.features(task.train.inputs)
-        self.means = torch.cat([self.means, class_means(feats, task.train.labels, task.classes)])
+        sums, counts = map(distributed.all_sum, class_sums(*self.shard(task.train), task.classes))
+        self.means = torch.cat([self.means, means_of(sums, counts).float()])
 
     def predict(self, inputs) -> torch.Tensor:
         return self.score_features(self.features(inputs))

@@ -2,6 +2,7 @@
 ridge classifier from the accumulated Gram matrix G = sum phi phi^T and C = sum phi y^T. Adding a task adds to G
 and C, so the classifier after task i is exactly the joint ridge solution on tasks 0..i. The ridge strength is
 chosen on held-out data of the tasks seen so far (their validation split, else a tenth of their training data).
+G, C and the held-out hits are sums over examples, so several processes each take a share and add them up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from . import register
 from .base import Learner, held_out
 from .ridge import RandomExpansion, one_hot, ridge_solve
@@ -44,19 +46,21 @@ class RanPAC(Learner):
 
     def _learn(self, task) -> None:
         train, held = held_out(task)
-        phi = self.expand(self.features(train.inputs))
-        self.gram += phi.T @ phi
-        self.cross = F.pad(self.cross, (0, len(task.classes))) + phi.T @ one_hot(train.labels, self.num_classes)
-        self.held_out.append((self.expand(self.features(held.inputs)), held.labels))
+        x, y = self.shard(train)
+        phi = self.expand(x)
+        self.gram += distributed.all_sum(phi.T @ phi)
+        self.cross = F.pad(self.cross, (0, len(task.classes))) + distributed.all_sum(
+            phi.T @ one_hot(y, self.num_classes))
+        x, y = self.shard(held)
+        self.held_out.append((self.expand(x), y))  # this process's share
         hx = torch.cat([h for h, _ in self.held_out])
         hy = torch.cat([y for _, y in self.held_out])
-        best = None
-        for lam in (float(x) for x in self.config.ridges.split(",")):
-            w = ridge_solve(self.gram, self.cross, lam)
-            acc = ((hx @ w).argmax(1) == hy).double().mean().item()
-            if best is None or acc > best[0]:
-                best = (acc, lam, w)
-        _, self.lam, self.weight = best
+        lams = [float(v) for v in self.config.ridges.split(",")]
+        weights = [ridge_solve(self.gram, self.cross, lam) for lam in lams]
+        hits = distributed.all_sum(torch.tensor([float(((hx @ w).argmax(1) == hy).sum()) for w in weights],
+                                                dtype=torch.float64))
+        best = int(hits.argmax())  # the first of equals, as before
+        self.lam, self.weight = lams[best], weights[best]
 
     def chosen(self) -> dict:
         return {"ridge": self.lam}

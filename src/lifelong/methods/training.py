@@ -15,6 +15,7 @@ float rounding) and the same step on every rank, so the weights stay identical e
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -61,26 +62,49 @@ def fit(
     history = []
     shared = distributed.world() > 1
     params = [p for group in opt.param_groups for p in group["params"]]
-    for epoch in range(epochs):
-        total = 0.0
-        for index in batch_order(n, batch_size, gen, lengths):
-            if shared:
-                value = _shared_step(examples, index, loss_fn, params, opt)
-                total += value * len(index)
-                bar.update(1, loss=f"{value:.3f}")
-                continue
-            batch = examples.select(index)
-            loss = loss_fn(batch.inputs, batch.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(batch)
-            bar.update(1, loss=f"{loss.item():.3f}")
-        history.append(total / max(n, 1))
-        if after_epoch is not None and after_epoch(epoch):
-            break
+    with _rank_random(seed) if shared else contextlib.nullcontext():
+        for epoch in range(epochs):
+            total = 0.0
+            for index in batch_order(n, batch_size, gen, lengths):
+                if shared:
+                    value = _shared_step(examples, index, loss_fn, params, opt)
+                    total += value * len(index)
+                    bar.update(1, loss=f"{value:.3f}")
+                    continue
+                batch = examples.select(index)
+                loss = loss_fn(batch.inputs, batch.labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(batch)
+                bar.update(1, loss=f"{loss.item():.3f}")
+            history.append(total / max(n, 1))
+            if after_epoch is not None and after_epoch(epoch):
+                break
     bar.close()
     return history
+
+
+def statistic_batches(n: int, batch_size: int, seed: int, limit: int) -> tuple[list[list[int]], int]:
+    """For a statistic averaged over mini-batches of a task (EWC's Fisher, EKPC's sensitivity): (this process's
+    share of the first `limit` batches of a seeded shuffle, the number of batches in all). Each process sums its
+    share divided by that number, then `distributed.all_sum_dict` adds the shares up: the single-process mean."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)][:limit]
+    start, stop = distributed.share(len(batches))
+    return batches[start:stop], len(batches)
+
+
+@contextlib.contextmanager
+def _rank_random(seed: int):
+    """With several processes, each rank draws its own random numbers while training (dropout on its slice), from
+    a seed of (`seed`, rank): with one global seed every rank would drop the same units of different examples.
+    Afterwards every rank's generators are back where they were, the same on all ranks, so what is drawn later
+    (the next task's initial weights) stays identical everywhere."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed * 1_000_003 + distributed.rank() + 1)
+        yield
 
 
 def _shared_step(examples: Examples, index: list[int], loss_fn, params: list[torch.Tensor], opt) -> float:
