@@ -103,6 +103,24 @@ def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([p[:size].cpu() for p, size in zip(parts, sizes)])
 
 
+def strided(n: int) -> range:
+    """This rank's rows of n in a stride (rank, rank + world, ...): unlike `share`, a row keeps its rank when rows are
+    appended, so an evaluation over a growing set (the test data of the tasks seen so far) asks each rank's caches
+    only for the new rows. As many rows per rank as `share` gives."""
+    return range(rank(), n, world())
+
+
+def gather_strided(part: torch.Tensor, n: int) -> torch.Tensor:
+    """Every rank's `part` (its `strided(n)` rows) as one [n, ...] tensor in row order, on every rank."""
+    if world() == 1:
+        return part
+    rows = gather_rows(part, n)
+    order = torch.cat([torch.arange(r, n, world()) for r in range(world())])
+    out = torch.empty_like(rows)
+    out[order] = rows
+    return out
+
+
 def _on_wire(t: torch.Tensor) -> torch.Tensor:
     """Where a collective's tensor must live: the CPU for gloo, this rank's GPU for NCCL."""
     return t.cpu() if dist.get_backend() == "gloo" else t.cuda()

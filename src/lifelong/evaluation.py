@@ -36,15 +36,16 @@ def accuracy(learner: Learner, examples: Examples, task_classes: list[list[int]]
     """Per-example correctness (bool [n]) of the learner's argmax over all classes seen so far, its confidence
     (for out-of-scope rejection), and each task's weight per example [n, T] (else None without `task_classes`):
     the learner's own routing weights where it routes among tasks, else its best class score within each task."""
-    if distributed.world() > 1:
-        start, stop = distributed.share(len(examples))
-        with distributed.alone():
-            hits, best, weights = accuracy(learner, examples.select(range(start, stop)), task_classes, batch_size)
+    if distributed.world() > 1:  # rows in a stride: the seen test data grows by appending (distributed.strided)
         n = len(examples)
+        mine = examples.select(distributed.strided(n))  # before `alone`, where every rank is rank 0 of 1
+        with distributed.alone():
+            hits, best, weights = accuracy(learner, mine, task_classes, batch_size)
         if task_classes is not None and weights is None:  # this rank's share is empty
             weights = torch.zeros(0, len(task_classes))
-        return (distributed.gather_rows(hits.to(torch.uint8), n).bool(), distributed.gather_rows(best.float(), n),
-                distributed.gather_rows(weights.float(), n) if task_classes is not None else None)
+        gather = distributed.gather_strided
+        return (gather(hits.to(torch.uint8), n).bool(), gather(best.float(), n),
+                gather(weights.float(), n) if task_classes is not None else None)
     hits, best, weights = [], [], []
     for s in range(0, len(examples), batch_size):
         part = examples.select(range(s, min(s + batch_size, len(examples))))
@@ -68,13 +69,18 @@ def routed(weights: torch.Tensor, task_of: torch.Tensor, k: int) -> float:
 
 def accuracy_given_task(learner: Learner, stream: Stream, seen: int, batch_size: int = 1024) -> float:
     """Accuracy when each test example's task is given: the argmax over that task's classes only (with several
-    processes each rank scores its share of each task's test data, and the hits are summed)."""
+    processes each rank scores the rows `accuracy` gave it, a stride over the seen tasks' test data, whose inputs
+    its caches already hold, and the hits are summed)."""
     hits = []
-    shares = [distributed.share(len(task.test)) for task in stream.tasks[:seen]]  # (0, n) with one process
-    with distributed.alone() if distributed.world() > 1 else contextlib.nullcontext():
-        for task, (lo, hi) in zip(stream.tasks[:seen], shares):
-            for s in range(lo, hi, batch_size):
-                part = task.test.select(range(s, min(s + batch_size, hi)))
+    world, offset = distributed.world(), 0
+    rows = []  # this rank's rows of each task's test data (all of them with one process)
+    for task in stream.tasks[:seen]:
+        rows.append(list(range((distributed.rank() - offset) % world, len(task.test), world)))
+        offset += len(task.test)
+    with distributed.alone() if world > 1 else contextlib.nullcontext():
+        for task, mine in zip(stream.tasks[:seen], rows):
+            for s in range(0, len(mine), batch_size):
+                part = task.test.select(mine[s : s + batch_size])
                 pred = torch.tensor(task.classes)[
                     learner.predict_in_task(part.inputs, task.index, task.classes).argmax(-1)]
                 hits.append(pred == part.labels)
