@@ -1,7 +1,9 @@
 """Time predicting CLINC150's test set with a saved `adapters` model against one plain backbone pass.
 
 Both start cold (no cached features) and run in this one process, alternating, so the ratio is fair on a
-noisy shared machine. Usage: python benchmarks/predict_speed.py RUN_DIR/model [--repeats 3]
+noisy shared machine. A third timing, in the same rotation, runs every routed task's adapter on every query (as
+before `routing.needed` skipped the runners-up that cannot change the prediction), and the predictions of the two
+are compared. Usage: python benchmarks/predict_speed.py RUN_DIR/model [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
+from lifelong import routing
 from lifelong.backbones import load_backbone
 from lifelong.devices import set_threads
 from lifelong.data import clinc150
@@ -30,16 +33,24 @@ def main() -> None:
     set_threads()
     enc = load_backbone()
     texts = [x for t in clinc150.stream() for x in t.test.inputs]
-    plain, routed = [], []
+    plain, routed, every = [], [], []
+    needed = routing.needed
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         enc.encode(texts)
         plain.append(time.perf_counter() - t0)
-        learner = Adapters.load(args.model, enc)  # fresh: nothing cached
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            learner.predict(texts)
-        routed.append(time.perf_counter() - t0)
+        scores = {}
+        for name, times in (("needed", routed), ("every", every)):
+            routing.needed = needed if name == "needed" else (lambda first_scores, tlp, all_routed, first: all_routed)
+            learner = Adapters.load(args.model, enc)  # fresh: nothing cached
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                scores[name] = learner.predict(texts)
+            times.append(time.perf_counter() - t0)
+        routing.needed = needed
+        same = torch.equal(scores["needed"].argmax(1), scores["every"].argmax(1))
+        top = [s.max(1).values for s in (scores["needed"], scores["every"])]
+        change = float(((top[0] - top[1]) / top[1]).abs().max())
     out = {
         "examples": len(texts),
         "tasks": len(learner.heads),
@@ -48,6 +59,10 @@ def main() -> None:
         "plain_backbone_seconds": statistics.median(plain),
         "adapters_predict_seconds": statistics.median(routed),
         "ratio": statistics.median(r / p for r, p in zip(routed, plain)),
+        "every_routed_adapter_seconds": statistics.median(every),
+        "every_routed_adapter_ratio": statistics.median(r / p for r, p in zip(every, plain)),
+        "same_predictions": same,
+        "max_relative_confidence_change": change,
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(out, indent=2))

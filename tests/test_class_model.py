@@ -272,6 +272,29 @@ def test_mix_general_weights_by_hand():
         assert torch.allclose(scores[:, c], expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("beta", routing.BETAS)
+def test_needed_skips_only_tasks_that_cannot_move_the_prediction(beta):
+    """A runner-up task dropped by `needed` leaves every row's argmax as it was with all routed tasks, and moves
+    the top probability by at most MASS of itself; on sharp posteriors most runners-up are dropped."""
+    g = torch.Generator().manual_seed(3)
+    n, task_of = 400, torch.arange(8).repeat_interleave(5)  # 8 tasks of 5 classes
+    log_post = F.log_softmax(torch.randn(n, 40, generator=g, dtype=torch.float64) * 6, dim=1)
+    head = torch.randn(n, 40, generator=g, dtype=torch.float64) * 3
+    tlp = routing.task_log_posterior(log_post, task_of, 8)
+    routed = routing.routed_mask(tlp, 3)
+    first = routing.routed_mask(tlp, 1)
+    first_scores = routing.mix(log_post, tlp, head, task_of, first, beta)
+    kept = routing.needed(first_scores, tlp, routed, first)
+    assert (kept <= routed).all() and (kept >= first).all()
+    assert kept.sum() < routed.sum()  # some runner-up is skipped
+    full = routing.mix(log_post, tlp, head, task_of, routed, beta)
+    part = routing.mix(log_post, tlp, head, task_of, kept, beta)
+    assert torch.equal(part.argmax(1), full.argmax(1))
+    top_full, top_part = full.softmax(1).max(1).values, part.softmax(1).max(1).values
+    assert ((top_part - top_full) / top_full <= 2 * routing.MASS + 1e-12).all()  # two runners-up at most
+    assert (top_part >= top_full).all()
+
+
 # -- evaluation fields, on ncm (tiny backbone) ---------------------------------------------------------------
 def test_accuracy_given_task_and_routing_fields_by_hand(enc, stream):
     learner = methods.get("ncm")(enc)

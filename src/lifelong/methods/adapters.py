@@ -169,7 +169,12 @@ class Adapters(Learner):
         shrink, temperature, beta = self.mixture
         log_post, task_post, routed = self._route(self.classes.logits(self.cache.class_input(inputs), shrink),
                                                   temperature)
-        logits = self._head_logits(inputs, routed)
+        # the top task's adapter first; a runner-up's only where it can matter (routing.needed)
+        first = routing.routed_mask(task_post, 1)
+        first_scores = routing.mix(log_post, task_post, self._head_logits(inputs, first), self.task_of_class,
+                                   first, beta)
+        routed = routing.needed(first_scores, task_post, routed, first)
+        logits = self._head_logits(inputs, routed)  # the top task's logits come from the memo
         scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
         return torch.softmax(scores, dim=1), task_post
 
