@@ -9,16 +9,12 @@ and routing (the true task holds the best class) on test, the bytes of the share
 """
 
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from class_model_width import SHRINKAGES, parts  # noqa: E402
+from class_model_width import SHRINKAGES, frozen_parts  # noqa: E402
 
-from lifelong.backbones import load_backbone  # noqa: E402
-from lifelong.data import load_stream  # noqa: E402
-from lifelong.devices import set_threads  # noqa: E402
 
 VARIANTS = {  # name: (parts, rank (0: full covariance), bits of the class means (8 or 4))
     "mean2-6, full covariance, int8 means": (["mean2", "mean3", "mean4", "mean5", "mean6"], 0, 8),
@@ -75,14 +71,7 @@ def solve(eigen, means, shrink):
 
 
 def main(name: str, seed: int) -> None:
-    set_threads()
-    stream = load_stream(name, seed, None, "text", "label", None, None, None)
-    encoder = load_backbone()
-    t0 = time.time()
-    data = {(t.index, s): (parts(encoder, list(getattr(t, s).inputs)), getattr(t, s).labels)
-            for t in stream for s in ("train", "val", "test")}
-    print(f"frozen pass {time.time() - t0:.0f} s", flush=True)
-    task_of = torch.cat([torch.full((len(t.classes),), t.index) for t in stream])
+    stream, data, task_of = frozen_parts(name, seed)
     for variant, (names, rank, bits) in VARIANTS.items():
         def x(key):
             return torch.nn.functional.normalize(torch.cat([data[key][0][n] for n in names], 1).double(), dim=-1)

@@ -46,7 +46,8 @@ def parts(encoder, texts) -> dict[str, torch.Tensor]:
     return {k: F.normalize(torch.cat(v), dim=-1) for k, v in out.items()}
 
 
-def main(name: str, seed: int) -> None:
+def frozen_parts(name: str, seed: int):
+    """(stream, {(task, split): (parts, labels)}, task of each class) for the stream `name` at `seed`."""
     set_threads()
     stream = load_stream(name, seed, None, "text", "label", None, None, None)
     encoder = load_backbone()
@@ -54,7 +55,11 @@ def main(name: str, seed: int) -> None:
     data = {(t.index, s): (parts(encoder, list(getattr(t, s).inputs)), getattr(t, s).labels)
             for t in stream for s in ("train", "val", "test")}
     print(f"frozen pass {time.time() - t0:.0f} s", flush=True)
-    task_of = torch.cat([torch.full((len(t.classes),), t.index) for t in stream])
+    return stream, data, torch.cat([torch.full((len(t.classes),), t.index) for t in stream])
+
+
+def main(name: str, seed: int) -> None:
+    stream, data, task_of = frozen_parts(name, seed)
     for variant, (names, width) in VARIANTS.items():
         def x(key):
             return torch.cat([data[key][0][n] for n in names], 1)
