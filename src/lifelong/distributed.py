@@ -103,11 +103,12 @@ def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([p[:size].cpu() for p, size in zip(parts, sizes)])
 
 
-def strided(n: int) -> range:
+def strided(n: int, start: int = 0) -> range:
     """This rank's rows of n in a stride (rank, rank + world, ...): unlike `share`, a row keeps its rank when rows are
     appended, so an evaluation over a growing set (the test data of the tasks seen so far) asks each rank's caches
-    only for the new rows. As many rows per rank as `share` gives."""
-    return range(rank(), n, world())
+    only for the new rows. As many rows per rank as `share` gives. With `start`, the n rows are rows start ..
+    start + n - 1 of a longer set, and the range indexes them from 0 (a part of that set, in the same stride)."""
+    return range((rank() - start) % world(), n, world())
 
 
 def gather_strided(part: torch.Tensor, n: int) -> torch.Tensor:

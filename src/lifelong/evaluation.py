@@ -72,12 +72,11 @@ def accuracy_given_task(learner: Learner, stream: Stream, seen: int, batch_size:
     processes each rank scores the rows `accuracy` gave it, a stride over the seen tasks' test data, whose inputs
     its caches already hold, and the hits are summed)."""
     hits = []
-    world, offset = distributed.world(), 0
-    rows = []  # this rank's rows of each task's test data (all of them with one process)
+    rows, offset = [], 0  # this rank's rows of each task's test data (all of them with one process)
     for task in stream.tasks[:seen]:
-        rows.append(list(range((distributed.rank() - offset) % world, len(task.test), world)))
+        rows.append(list(distributed.strided(len(task.test), offset)))
         offset += len(task.test)
-    with distributed.alone() if world > 1 else contextlib.nullcontext():
+    with distributed.alone() if distributed.world() > 1 else contextlib.nullcontext():
         for task, mine in zip(stream.tasks[:seen], rows):
             for s in range(0, len(mine), batch_size):
                 part = task.test.select(mine[s : s + batch_size])

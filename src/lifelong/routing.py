@@ -17,7 +17,7 @@ Not every routed task needs its adapter run (`needed`): a task's classes togethe
 unnormalised mass (Hoelder's inequality, for any beta in [0, 1]), so once the top task's head has run, a runner-up
 whose G(t|x) is below the top task's best score cannot change the argmax, and one whose G(t|x) is also below `MASS`
 times the top task's mass moves no probability by more than that fraction. Skipping those is exact for the
-prediction, and on CLINC150 runs the second task's adapter for about a quarter of the queries instead of all.
+prediction and spares most queries a second adapter pass (BENCHMARKS.md, issue 12).
 """
 
 from __future__ import annotations
