@@ -122,7 +122,7 @@ def test_state_round_trip_gives_an_identical_model(in_dim, max_dim):
         assert torch.equal(m.covariance, model.covariance) and m.dof == model.dof
         for shrink in SHRINKAGES:
             assert torch.equal(m.logits(x, shrink), model.logits(x, shrink))
-        assert torch.equal(m.nearest_cosine(x), model.nearest_cosine(x))
+        assert torch.equal(m.nearest_cosine(m.transform(x)), model.nearest_cosine(model.transform(x)))
 
 
 def test_stored_covariance_is_the_upper_triangle_in_fp16():
@@ -223,6 +223,17 @@ def test_task_log_posterior_sums_class_probabilities():
     assert tlp.shape == (7, 3)
     assert torch.allclose(tlp.exp(), by_hand, atol=0, rtol=1e-12)
     assert torch.allclose(tlp.exp().sum(1), torch.ones(7, dtype=torch.float64), rtol=1e-12)
+
+
+def test_group_logsumexp_matches_each_group_alone_with_large_and_infinite_scores():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 6, generator=g, dtype=torch.float64) * 300  # far beyond exp's range
+    x[0, :2] = float("-inf")  # a whole group masked out
+    x[1, 2] = float("-inf")  # one class of a group
+    out = routing.group_logsumexp(x, TASK_OF, 4)  # group 3 has no columns
+    for t in range(3):
+        assert torch.allclose(out[:, t], x[:, TASK_OF == t].logsumexp(1), rtol=1e-12, atol=0)
+    assert out[0, 0] == float("-inf") and (out[:, 3] == float("-inf")).all() and out[:, :3][1:].isfinite().all()
 
 
 def test_routed_mask_picks_the_top_k_tasks():

@@ -8,7 +8,8 @@ from lifelong import methods
 from lifelong.backbones import load_backbone
 from lifelong.data import class_incremental
 from lifelong.data.files import load_file
-from lifelong.devices import resolve_device
+from lifelong.backbones.cache import FeatureCache
+from lifelong.devices import frozen_dtype, resolve_device
 from lifelong.errors import LifelongError
 
 CUDA = torch.cuda.is_available()
@@ -52,7 +53,7 @@ def test_backbone_on_cpu_hands_back_cpu_tensors(tiny_backbone):
 def test_adapters_trained_on_gpu_load_and_predict_on_cpu(tiny_backbone, intents_jsonl, tmp_path):
     stream = class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
     cfg = methods.config_from_dict(methods.get("adapters").Config, {"rank": 4, "epochs": 1})
-    gpu = load_backbone(tiny_backbone, device="cuda")
+    gpu = load_backbone(tiny_backbone, device="cuda", autocast="off")  # the device move alone (bf16: below)
     learner = methods.get("adapters")(gpu, cfg)
     for task in stream:
         learner.learn(task)
@@ -60,6 +61,44 @@ def test_adapters_trained_on_gpu_load_and_predict_on_cpu(tiny_backbone, intents_
     x = [t for task in stream for t in task.test.inputs]
     on_gpu = learner.predict(x)
     learner.save(tmp_path / "m")
-    cpu = methods.get("adapters").load(tmp_path / "m", load_backbone(tiny_backbone, device="cpu"))
+    cpu = methods.get("adapters").load(tmp_path / "m", load_backbone(tiny_backbone, device="cpu",
+                                                                          autocast="off"))
     assert on_gpu.device.type == "cpu"
     assert torch.allclose(cpu.predict(x), on_gpu, atol=1e-3)
+
+
+def test_frozen_pass_dtype_is_asked_for_or_refused(monkeypatch):
+    cpu = torch.device("cpu")
+    assert frozen_dtype(cpu, "off") is None
+    assert frozen_dtype(cpu, "bf16") is torch.bfloat16
+    monkeypatch.setenv("LIFELONG_AUTOCAST", "off")
+    assert frozen_dtype(cpu) is None
+    assert frozen_dtype(cpu, "bf16") is torch.bfloat16  # an explicit setting wins over the environment
+    monkeypatch.setenv("LIFELONG_AUTOCAST", "fp8")
+    with pytest.raises(LifelongError, match="unknown autocast 'fp8'.*LIFELONG_AUTOCAST"):
+        frozen_dtype(cpu)
+
+
+def test_bf16_frozen_pass_hands_back_fp32_features_within_rounding(tiny_backbone, tmp_path):
+    texts = ["play some jazz", "pay my bill before friday", "what is the weather like in paris tomorrow"]
+    exact, half = load_backbone(tiny_backbone, autocast="off"), load_backbone(tiny_backbone, autocast="bf16")
+    for a, b in zip(exact.encode_split(texts, 1), half.encode_split(texts, 1)):
+        a, b = (torch.cat(a), torch.cat(b)) if isinstance(a, list) else (a, b)
+        assert a.dtype == b.dtype == torch.float32
+        assert not torch.equal(a, b)  # bf16 did run
+        assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.99
+    assert torch.allclose(exact.encode(texts), half.encode(texts), atol=0.05, rtol=0.05)
+    # features of another compute dtype never come back from a disk cache
+    assert FeatureCache(exact, tmp_path).path != FeatureCache(half, tmp_path).path
+
+
+def test_adapters_learn_save_and_load_with_a_bf16_frozen_pass(tiny_backbone, intents_jsonl, tmp_path):
+    stream = class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
+    cfg = methods.config_from_dict(methods.get("adapters").Config, {"rank": 4, "epochs": 1})
+    learner = methods.get("adapters")(load_backbone(tiny_backbone, autocast="bf16"), cfg)
+    for task in stream:
+        learner.learn(task)
+    x = [t for task in stream for t in task.test.inputs]
+    learner.save(tmp_path / "m")
+    again = methods.get("adapters").load(tmp_path / "m", load_backbone(tiny_backbone, autocast="bf16"))
+    assert torch.equal(again.predict(x), learner.predict(x))

@@ -7,6 +7,7 @@ stays on the CPU, and what is saved is the same whatever the device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -71,3 +72,36 @@ def set_threads() -> None:
     n = os.environ.get("LIFELONG_THREADS")
     if n:
         torch.set_num_threads(int(n))
+
+
+AUTOCAST_CHOICES = ("auto", "off", "bf16")
+
+
+def frozen_dtype(device: torch.device, setting: str | None = None) -> torch.dtype | None:
+    """The dtype the frozen backbone computes in (None: fp32), from `setting` or LIFELONG_AUTOCAST (auto | off |
+    bf16). auto: bf16 where the hardware computes it natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16
+    or AMX), else fp32. Why only the frozen pass: there bf16 halves the time of the largest matrix products and
+    leaves the features within rounding (BENCHMARKS.md, issue 12); training keeps fp32, where on this CPU it gained
+    little, and 1-bit adapters' straight-through steps are not measured in bf16."""
+    setting = (setting or os.environ.get("LIFELONG_AUTOCAST") or "auto").strip().lower()
+    if setting not in AUTOCAST_CHOICES:
+        raise LifelongError(f"unknown autocast {setting!r} (LIFELONG_AUTOCAST); choose one of "
+                            f"{', '.join(AUTOCAST_CHOICES)}")
+    if setting == "off":
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        native = any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return torch.bfloat16 if native else None
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context computing in `dtype` on `device` (nothing when dtype is None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -22,6 +22,12 @@ from .methods.settings import Positive
 log = logging.getLogger("lifelong")
 
 
+def frozen_pass_name(encoder) -> str:
+    """The frozen pass's compute dtype (devices.frozen_dtype), as results.json and the log name it."""
+    dtype = getattr(encoder, "frozen_dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
 def environment(device=None) -> dict:
     import torch
     import transformers
@@ -159,7 +165,7 @@ class Experiment:
         torch.manual_seed(self.seed)
         backbone = self.backbone or default_backbone(stream)
         encoder = load_backbone(backbone, max_length=self.max_length, device=self.device)
-        log.info("backbone %s on %s", backbone, encoder.device)
+        log.info("backbone %s on %s, frozen pass in %s", backbone, encoder.device, frozen_pass_name(encoder))
         check_modality(encoder, stream)
         features = FeatureCache(encoder, self.cache_dir)
         learner = learner_cls(encoder, config, features)
@@ -204,7 +210,8 @@ class Experiment:
                 "settings": dataclasses.asdict(config),
                 "task_classes": [[stream.class_names[c] for c in t.classes] for t in stream],
             },
-            "environment": {**environment(encoder.device), "processes": distributed.world()},
+            "environment": {**environment(encoder.device), "processes": distributed.world(),
+                            "frozen_pass": frozen_pass_name(encoder)},
         }
         if not main:
             distributed.teardown()

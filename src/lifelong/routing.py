@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 TEMPERATURES = tuple(2.0**e for e in range(-6, 7))
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -34,7 +33,17 @@ MASS = 1e-3  # a skipped task may hold at most this fraction of the top task's p
 
 def task_log_posterior(log_post: torch.Tensor, task_of_class: torch.Tensor, num_tasks: int) -> torch.Tensor:
     """[n, T]: log of the summed class posteriors of each task."""
-    return torch.stack([log_post[:, task_of_class == t].logsumexp(1) for t in range(num_tasks)], dim=1)
+    return group_logsumexp(log_post, task_of_class, num_tasks)
+
+
+def group_logsumexp(x: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
+    """[n, G]: logsumexp of each row over the columns of each group (`group` [C] holds a column's group), in a few
+    whole-matrix operations rather than one per group (tasks grow with the stream)."""
+    index = group.expand_as(x)
+    top = torch.full((x.shape[0], groups), float("-inf"), dtype=x.dtype).scatter_reduce(1, index, x, "amax")
+    top = top.masked_fill(top.isinf(), 0)  # a group of -inf scores (or none) sums to zero: log 0 = -inf
+    total = torch.zeros(x.shape[0], groups, dtype=x.dtype).scatter_add(1, index, (x - top[:, group]).exp())
+    return total.log() + top
 
 
 def routed_mask(task_log_post: torch.Tensor, k: int) -> torch.Tensor:
@@ -46,10 +55,7 @@ def routed_mask(task_log_post: torch.Tensor, k: int) -> torch.Tensor:
 def mix(log_post, task_log_post, head_logits, task_of_class, routed, beta: float) -> torch.Tensor:
     """[n, C] class log-scores (-inf outside the routed tasks). `head_logits` [n, C] holds each routed task's
     adapted logits in its classes' columns (anything finite elsewhere)."""
-    log_a = torch.empty_like(head_logits)
-    for t in range(task_log_post.shape[1]):
-        cols = task_of_class == t
-        log_a[:, cols] = F.log_softmax(head_logits[:, cols], dim=1)
+    log_a = head_logits - group_logsumexp(head_logits, task_of_class, task_log_post.shape[1])[:, task_of_class]
     scores = (1 - beta) * log_post + beta * (task_log_post[:, task_of_class] + log_a)
     return scores.masked_fill(~routed[:, task_of_class], float("-inf"))
 

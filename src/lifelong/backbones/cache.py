@@ -49,7 +49,10 @@ class FeatureCache:
         self.path = None
         self._dirty = False
         if directory:
-            tag = hashlib.sha1(f"{encoder.weights_hash()}:{encoder.max_length}".encode()).hexdigest()[:16]
+            # what else changes the features: the token limit, and a frozen pass in bf16 (devices.frozen_dtype)
+            dtype = getattr(encoder, "frozen_dtype", None)
+            what = f"{encoder.weights_hash()}:{encoder.max_length}" + (f":{dtype}" if dtype is not None else "")
+            tag = hashlib.sha1(what.encode()).hexdigest()[:16]
             self.path = Path(directory) / f"features-{tag}.safetensors"
             self._load()
 

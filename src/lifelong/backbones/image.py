@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import resolve_device
+from ..devices import autocast, frozen_dtype, resolve_device
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -85,7 +85,7 @@ class ImageEncoder(nn.Module):
     modality = "image"
 
     def __init__(self, name: str, model: StagedModel, resolution: int | None, mean, std, batch_size: int = 64,
-                 interpolate: bool = False, device: str | torch.device = "cpu"):
+                 interpolate: bool = False, device: str | torch.device = "cpu", autocast: str | None = None):
         super().__init__()
         self.name, self.model, self.resolution, self.batch_size = name, model, resolution, batch_size
         self.interpolate = interpolate  # ViT: positional embeddings interpolated to a non-native resolution
@@ -94,6 +94,7 @@ class ImageEncoder(nn.Module):
         self.model.eval()
         self.device = resolve_device(device)
         self.to(self.device)
+        self.frozen_dtype = frozen_dtype(self.device, autocast)  # the frozen pass's compute dtype (None: fp32)
         self.dim = model.config.hidden_size
 
     @property
@@ -149,10 +150,11 @@ class ImageEncoder(nn.Module):
         images = _rows(images)
         out = torch.empty(len(images), self.dim)
         for idx, pixels in self._groups(images, progress):
-            h = self._stem(pixels)
-            for block in self.model.blocks:
-                h = block(h)
-            out[idx] = self.model.tail(h).float().cpu()
+            with autocast(self.device, self.frozen_dtype):
+                h = self._stem(pixels)
+                for block in self.model.blocks:
+                    h = block(h)
+                out[idx] = self.model.tail(h).float().cpu()
         self.model.train(was_training)
         return out
 
@@ -172,19 +174,20 @@ class ImageEncoder(nn.Module):
         pooled = torch.empty(len(images), self.dim)
         levels = torch.empty(len(images), sum(self.level_dims))
         for idx, pixels in self._groups(images):
-            h = self._stem(pixels)
-            means = []
-            for b, block in enumerate(self.model.blocks):
-                if b == split:
+            with autocast(self.device, self.frozen_dtype):
+                h = self._stem(pixels)
+                means = []
+                for b, block in enumerate(self.model.blocks):
+                    if b == split:
+                        for row, i in enumerate(idx):
+                            hidden[i] = h[row].float().clone()
+                    h = block(h)
+                    means.append(h.float().flatten(2).mean(2) if h.ndim == 4 else h.float().mean(1))
+                if split >= len(self.model.blocks):
                     for row, i in enumerate(idx):
                         hidden[i] = h[row].float().clone()
-                h = block(h)
-                means.append(h.flatten(2).mean(2) if h.ndim == 4 else h.mean(1))
-            if split >= len(self.model.blocks):
-                for row, i in enumerate(idx):
-                    hidden[i] = h[row].float().clone()
-            pooled[idx] = self.model.tail(h).float().cpu()
-            levels[idx] = torch.cat(means, dim=1).float().cpu()
+                pooled[idx] = self.model.tail(h).float().cpu()
+            levels[idx] = torch.cat(means, dim=1).cpu()
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:

@@ -48,7 +48,7 @@ def _split_resolution(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
-def load_image_backbone(name: str, batch_size: int = 64, device="cpu") -> ImageEncoder:
+def load_image_backbone(name: str, batch_size: int = 64, device="cpu", autocast: str | None = None) -> ImageEncoder:
     base, resolution = _split_resolution(name)
     if resolution is not None and not 16 <= resolution <= 1024:
         raise LifelongError(f"backbone {name!r}: resolution must be between 16 and 1024")
@@ -56,10 +56,11 @@ def load_image_backbone(name: str, batch_size: int = 64, device="cpu") -> ImageE
         raise LifelongError(TIMM_REFUSED)
     if base == EFFICIENTNET:
         return ImageEncoder(name, efficientnet_lite0(), resolution, (127 / 255,) * 3, (128 / 255,) * 3, batch_size,
-                            device=device)
+                            device=device, autocast=autocast)
     model, size, mean, std = hf_vit(base.removeprefix("vit:"))
     interpolate = resolution is not None and resolution != size
-    return ImageEncoder(name, model, resolution or size, mean, std, batch_size, interpolate=interpolate, device=device)
+    return ImageEncoder(name, model, resolution or size, mean, std, batch_size, interpolate=interpolate, device=device,
+                        autocast=autocast)
 
 
 class _ConvHead(nn.Module):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..devices import resolve_device
+from ..devices import autocast, frozen_dtype, resolve_device
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -46,7 +46,7 @@ class TextEncoder(nn.Module):
     modality = "text"
 
     def __init__(self, name: str = DEFAULT_TEXT_BACKBONE, max_length: int = 128, batch_size: int = 128,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", autocast: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -63,6 +63,7 @@ class TextEncoder(nn.Module):
         self.model.eval()
         self.device = resolve_device(device)
         self.model.to(self.device)
+        self.frozen_dtype = frozen_dtype(self.device, autocast)  # the frozen pass's compute dtype (None: fp32)
         self.dim = self.model.config.hidden_size
 
     def tokenize(self, texts: Sequence[str]):
@@ -90,7 +91,9 @@ class TextEncoder(nn.Module):
         out = torch.empty(len(texts), self.dim)
         bar = Progress(len(texts), "embed", "texts", enabled=progress)
         for idx, batch in self._length_sorted_batches(texts):
-            out[idx] = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).float().cpu()
+            with autocast(self.device, self.frozen_dtype):
+                hidden = self.model(**batch).last_hidden_state
+            out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu()
             bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
@@ -112,10 +115,11 @@ class TextEncoder(nn.Module):
         pooled = torch.empty(len(texts), self.dim)
         levels = torch.empty(len(texts), sum(self.level_dims))
         for idx, batch in self._length_sorted_batches(texts):
-            out = self.model(**batch, output_hidden_states=True)
+            with autocast(self.device, self.frozen_dtype):
+                out = self.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"]
-            pooled[idx] = mean_pool(out.last_hidden_state, mask).float().cpu()
-            levels[idx] = torch.cat([mean_pool(h, mask).float() for h in out.hidden_states[1:]], dim=1).cpu()
+            pooled[idx] = mean_pool(out.last_hidden_state.float(), mask).cpu()
+            levels[idx] = torch.cat([mean_pool(h.float(), mask) for h in out.hidden_states[1:]], dim=1).cpu()
             # one tensor per batch, each text's tokens a view into it (right padding): thousands of small cached
             # tensors between the batches' large freed buffers would pin the heap and grow memory task by task
             lengths = mask.sum(1).tolist()

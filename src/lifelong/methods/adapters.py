@@ -54,6 +54,7 @@ class AdaptersConfig(AdapterTrainConfig):
     patience: Count = 1  # epochs (up to `epochs`) chosen on held-out data: stop after this many without gain (0: all)
 
 
+CLASS_FEATURE = -1  # the memo's tag of the class model's feature (tasks' adapted outputs are tagged 0, 1, ...)
 FORMAT = 3  # learner.json format: 3 = class model over every block's pooled output (2: over the top two; 1: prototypes)
 
 
@@ -125,9 +126,10 @@ class Adapters(Learner):
         """Score the task's held-out examples under every candidate setting, against every class seen so far."""
         if len(held) == 0:
             return
-        feats = self.cache.class_input(held.inputs)
-        routes = {(s, t): self._route(self.classes.logits(feats, shrink), temperature)
-                  for s, shrink in enumerate(SHRINKAGES) for t, temperature in enumerate(routing.TEMPERATURES)}
+        x = self._class_feature(held.inputs)
+        raw = [self.classes.scores(x, shrink) for shrink in SHRINKAGES]
+        routes = {(s, t): self._route(raw[s], temperature)
+                  for s in range(len(SHRINKAGES)) for t, temperature in enumerate(routing.TEMPERATURES)}
         # each task's head runs only on the rows some candidate setting routes to it
         logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
         for (s, t), (log_post, task_post, routed) in routes.items():
@@ -136,6 +138,15 @@ class Adapters(Learner):
                 self.hits[s, t, b] += float((scores.argmax(1) == held.labels).sum())
 
     # -- inference ------------------------------------------------------------------------------------------
+    def _class_feature(self, inputs) -> torch.Tensor:
+        """The class model's feature of each input (`GaussianClassModel.transform` of `class_features`), once per
+        input: it is fixed (the projection never changes), and the evaluation scores every seen test input again
+        after each task."""
+        inputs = list(inputs)
+        keys = self.cache.keys(inputs)
+        return self.cache.memo(keys, CLASS_FEATURE, lambda rows: self.classes.transform(
+            self.cache.class_input([inputs[i] for i in rows])))
+
     def _route(self, raw: torch.Tensor, temperature: float):
         log_post = F.log_softmax(raw.float() / temperature, dim=1)
         task_post = routing.task_log_posterior(log_post, self.task_of_class, len(self.heads))
@@ -167,7 +178,7 @@ class Adapters(Learner):
         flatten the runners-up to a tie at zero)."""
         inputs = list(inputs)
         shrink, temperature, beta = self.mixture
-        log_post, task_post, routed = self._route(self.classes.logits(self.cache.class_input(inputs), shrink),
+        log_post, task_post, routed = self._route(self.classes.scores(self._class_feature(inputs), shrink),
                                                   temperature)
         # the top task's adapter first; a runner-up's only where it can matter (routing.needed)
         first = routing.routed_mask(task_post, 1)
@@ -190,7 +201,7 @@ class Adapters(Learner):
         """Mixture probability of the best class times the frozen feature's cosine to the nearest class mean: a
         query far from every class learned is doubted even when some head is sure of it. Chosen on CLINC150's
         val split and out-of-scope val queries (BENCHMARKS.md); no setting to tune."""
-        cosine = self.classes.nearest_cosine(self.cache.class_input(list(inputs))).float().clamp(min=0)
+        cosine = self.classes.nearest_cosine(self._class_feature(inputs)).float().clamp(min=0)
         return scores.max(-1).values * cosine
 
     # -- what is stored -------------------------------------------------------------------------------------

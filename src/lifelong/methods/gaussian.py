@@ -109,12 +109,18 @@ class GaussianClassModel:
 
     def logits(self, feats: torch.Tensor, shrink: float) -> torch.Tensor:
         """[n, C] class log-likelihoods up to a per-row constant (equal priors): a softmax gives posteriors."""
-        weight, bias = self._solve(shrink)
-        return self.transform(feats) @ weight + bias
+        return self.scores(self.transform(feats), shrink)
 
-    def nearest_cosine(self, feats: torch.Tensor) -> torch.Tensor:
-        """[n] cosine of each feature to the nearest class mean (how far a query is from everything known)."""
-        return (self.transform(feats) @ F.normalize(self.means, dim=-1).T).max(-1).values
+    def scores(self, x: torch.Tensor, shrink: float) -> torch.Tensor:
+        """`logits` of features already in the model's space (`transform`): a caller scoring the same inputs
+        under several shrinkages, or again after each task, transforms them once."""
+        weight, bias = self._solve(shrink)
+        return x @ weight + bias
+
+    def nearest_cosine(self, x: torch.Tensor) -> torch.Tensor:
+        """[n] cosine of each feature, in the model's space (`transform`), to the nearest class mean (how far a
+        query is from everything known)."""
+        return (x @ F.normalize(self.means, dim=-1).T).max(-1).values
 
     # -- storage: the covariance's upper triangle in fp16 is shared; means and counts belong to their task ------
     def shared_state(self) -> dict[str, torch.Tensor]:
