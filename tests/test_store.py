@@ -269,3 +269,42 @@ def test_calibrate_makes_a_version_with_a_new_threshold_and_shared_files(model, 
     assert entry["new_bytes"] < entry["bytes"]  # the weights are the parent's files, linked
     unknown = write_task(tmp_path / "unknown.jsonl", ["timer"])
     assert_one_line_error(lifelong("calibrate", model, "--eval", unknown), "'timer' was never learned")
+
+
+@pytest.mark.parametrize("method", ["adapters", "ncm"])
+def test_a_learn_reuses_its_parents_held_out_results_and_changes_no_result(tmp_path, tiny_backbone, monkeypatch,
+                                                                           method):
+    """`learn --eval` with a held-out file that grows by each task's rows: a learn reads what its parent version
+    kept (store/memo.py) and embeds fewer rows than the file holds; deleting the cache changes no result."""
+    from lifelong.backbones.text import TextEncoder
+
+    embedded = []
+    for name in ("encode", "encode_split"):
+        real = getattr(TextEncoder, name)
+
+        def counted(self, texts, *args, _real=real, **kwargs):
+            embedded.append(len(texts))
+            return _real(self, texts, *args, **kwargs)
+
+        monkeypatch.setattr(TextEncoder, name, counted)
+    settings = {"epochs": 2, "rank": 2} if method == "adapters" else {}
+    stores = {k: ModelStore.init(tmp_path / k, tiny_backbone, method, settings) for k in ("cached", "fresh")}
+    held = [("tell me a joke", "oos"), ("who won the game", "oos")]
+    per_learn = {k: [] for k in stores}
+    for i, group in enumerate(GROUPS):
+        rows = [(t, c) for c in group for t in TASKS[c][:4]]
+        held += [(t, c) for c in group for t in TASKS[c][4:]]
+        for k, store in stores.items():
+            if k == "fresh":
+                for f in (store.path / "cache").glob("*"):
+                    f.unlink()
+            embedded.clear()
+            entry = store.learn(rows, name=f"t{i}", calibration=list(held), min_examples=2)
+            per_learn[k].append((sum(embedded), entry))
+    assert sorted(p.name for p in (stores["cached"].path / "cache").iterdir()) == ["v0003.safetensors"]
+    for (_, cached), (_, fresh) in zip(per_learn["cached"], per_learn["fresh"]):
+        assert cached["metrics"]["in_scope_accuracy_no_rejection"] == fresh["metrics"]["in_scope_accuracy_no_rejection"]
+        assert cached["threshold"] == pytest.approx(fresh["threshold"], abs=1e-5)
+    # the third learn: 8 training rows, 4 new held-out rows, and rows routed to its task; not all 14 held-out rows
+    assert per_learn["cached"][2][0] < per_learn["fresh"][2][0]
+    assert per_learn["cached"][2][0] <= 8 + 4 + (4 if method == "adapters" else 0) < 8 + len(held)

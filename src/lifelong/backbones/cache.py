@@ -107,6 +107,20 @@ class FeatureCache:
                 if stop > start else torch.empty(0, self.encoder.dim))
         return distributed.gather_rows(part, len(inputs))
 
+    def export(self, inputs: Sequence) -> tuple[list[str], torch.Tensor]:
+        """(keys, features) of those inputs already embedded: what a model store keeps for the next learn."""
+        keys = [k for k in dict.fromkeys(input_key(x) for x in inputs) if k in self.rows]
+        return keys, self.table[torch.tensor([self.rows[k] for k in keys], dtype=torch.long)]
+
+    def add(self, keys: list[str], feats: torch.Tensor) -> None:
+        """Features computed earlier (`export`) for keys not held yet; rows of another width are ignored."""
+        new = [i for i, k in enumerate(keys) if k not in self.rows]
+        if not new or feats.ndim != 2 or feats.shape[1] != self.table.shape[1] or len(feats) != len(keys):
+            return
+        start = len(self.table)
+        self.table = torch.cat([self.table, feats[new].to(self.table.dtype)])
+        self.rows.update({keys[i]: start + j for j, i in enumerate(new)})
+
     def clear(self) -> None:
         """Drop the in-memory table (the disk copy, if any, stays)."""
         self.rows, self.table, self._dirty = {}, torch.empty(0, self.encoder.dim), False

@@ -144,8 +144,7 @@ class Adapters(Learner):
         input: it is fixed (the projection never changes), and the evaluation scores every seen test input again
         after each task."""
         inputs = list(inputs)
-        keys = self.cache.keys(inputs)
-        return self.cache.memo(keys, CLASS_FEATURE, lambda rows: self.classes.transform(
+        return self.cache.memo(self.cache.lazy_keys(inputs), CLASS_FEATURE, lambda rows: self.classes.transform(
             self.cache.class_input([inputs[i] for i in rows])))
 
     def _route(self, raw: torch.Tensor, temperature: float):
@@ -164,13 +163,12 @@ class Adapters(Learner):
         return out
 
     def _task_logits(self, inputs, t: int) -> torch.Tensor:
-        keys = self.cache.keys(inputs)
-
         def compute(rows: list[int]) -> torch.Tensor:
+            keys = self.cache.ensure([inputs[i] for i in rows])  # the frozen pass of these rows only
             self.top.set_active(t)
-            return self.heads[t](top_features(self.top, [self.cache.hidden[keys[i]] for i in rows]))
+            return self.heads[t](top_features(self.top, [self.cache.hidden[k] for k in keys]))
 
-        return self.cache.memo(keys, t, compute)
+        return self.cache.memo(self.cache.lazy_keys(inputs), t, compute)
 
     @torch.no_grad()
     def predict_routed(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +202,21 @@ class Adapters(Learner):
         val split and out-of-scope val queries (BENCHMARKS.md); no setting to tune."""
         cosine = self.classes.nearest_cosine(self._class_feature(inputs)).float().clamp(min=0)
         return scores.max(-1).values * cosine
+
+    def memo_state(self, inputs) -> dict[str, tuple[list[str], torch.Tensor]]:
+        """Each input's class feature and every finished task's head logits on it (see `SplitCache.memo`)."""
+        return {str(tag): v for tag, v in self.cache.memo_rows(self.cache.key_list(list(inputs))).items()}
+
+    def load_memo(self, memo: dict[str, tuple[list[str], torch.Tensor]]) -> None:
+        """Rows saved by this version (or for its tasks, by its parent's): tags of tasks it does not hold, and rows
+        of another shape, are ignored."""
+        for tag, (keys, rows) in memo.items():
+            t = int(tag) if tag.lstrip("-").isdigit() else None
+            width = self.classes.dim if t == CLASS_FEATURE else (
+                self.heads[t].out_features if t is not None and 0 <= t < len(self.heads) else None)
+            if width is None or rows.ndim != 2 or rows.shape[1] != width or len(rows) != len(keys):
+                continue
+            self.cache.outputs.update(zip(((k, t) for k in keys), rows))
 
     # -- what is stored -------------------------------------------------------------------------------------
     def task_state(self, t: int) -> dict[str, torch.Tensor]:

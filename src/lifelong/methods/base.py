@@ -145,6 +145,21 @@ class Learner(ABC):
             if hasattr(cache, "clear"):
                 cache.clear()
 
+    def memo_state(self, inputs) -> dict[str, tuple[list[str], torch.Tensor]]:
+        """What this learner computed per input and would compute the same again, by tag: (input keys, rows). A
+        model store keeps it for the held-out rows it scores after every learn (store/memo.py), so the next
+        version computes only what its new task changes. Here: the frozen features of those inputs."""
+        if not hasattr(self.features, "export"):  # a FeatureCache
+            return {}
+        keys, feats = self.features.export(list(inputs))
+        return {"features": (keys, feats)} if keys else {}
+
+    def load_memo(self, memo: dict[str, tuple[list[str], torch.Tensor]]) -> None:
+        """Rows of `memo_state` saved by this learner's version (a method ignores tags and shapes it does not
+        know: it is a cache, and a miss costs only time)."""
+        if "features" in memo and hasattr(self.features, "add"):
+            self.features.add(*memo["features"])
+
     @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:
         """Every tensor the method must keep to predict, named `kind.name` (kind groups the byte report)."""

@@ -98,7 +98,7 @@ class SplitCache:
 
     def class_input(self, inputs) -> torch.Tensor:
         """`class_features` of the inputs."""
-        keys = self.keys(inputs)
+        keys = self.ensure(inputs)
         return class_features(torch.stack([self.pooled[k] for k in keys]),
                               torch.stack([self.levels[k] for k in keys]), self.backbone.level_dims)
 
@@ -123,6 +123,18 @@ class SplitCache:
             self.levels.update(zip(missing, levels))
         return keys
 
+    def lazy_keys(self, inputs) -> list[str]:
+        """The inputs' keys for a `memo`, whose `compute` then encodes (`ensure`) only the rows it lacks. Alone,
+        nothing is encoded now; with several processes the shared pass runs now, for every input, because it is a
+        collective call that every rank must make alike, and memos may differ between ranks."""
+        return self.keys(inputs) if distributed.world() > 1 else self.key_list(inputs)
+
+    def ensure(self, inputs) -> list[str]:
+        """`keys` inside a memo's `compute`: encodes what is missing when alone; with several processes
+        `lazy_keys` encoded it already, and a collective call here (made by the ranks whose memo lacks rows) would
+        wait for the others forever."""
+        return self.keys(inputs) if distributed.world() == 1 else self.key_list(inputs)
+
     def _encode(self, batch: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """`encode_split` of the batch; with several processes each embeds its share and every rank receives every
         row (hidden states of different lengths through `gather_list`, bit for bit), as `FeatureCache` does."""
@@ -143,6 +155,16 @@ class SplitCache:
         self.pooled.clear()
         self.levels.clear()
         self.outputs.clear()
+
+    def memo_rows(self, keys: list[str]) -> dict[int, tuple[list[str], torch.Tensor]]:
+        """tag -> (keys, rows) of the memo's rows for these keys (for a model store to keep)."""
+        wanted, out = set(keys), {}
+        for (k, tag), v in self.outputs.items():
+            if k in wanted:
+                out.setdefault(tag, ([], []))
+                out[tag][0].append(k)
+                out[tag][1].append(v)
+        return {tag: (ks, torch.stack(vs)) for tag, (ks, vs) in out.items()}
 
     def memo(self, keys: list[str], tag: int, compute) -> torch.Tensor:
         """Rows of `compute(indices)` kept per (key, tag): the output of a frozen module (a finished task's adapter

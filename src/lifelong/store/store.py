@@ -5,6 +5,8 @@
                                 the learner's files, an image model's norm.safetensors (its source statistics) and,
                                 once adapted (`adapt`), backbone.safetensors (the adapted backbone's tensors)
     MODEL/lock                  held (flock) by whoever writes: learn, calibrate, adapt, rollback
+    MODEL/cache/v0003.safetensors   per-row results of the newest version's held-out rows, for the next learn
+                                (store/memo.py; not part of any version, safe to delete)
 
 Published versions never change. A new version is built in a temporary directory, published by one rename, and
 only then made current by an atomic rewrite of the manifest, so a writer killed at any moment leaves the previous
@@ -39,7 +41,7 @@ from ..data.rows import check_label, check_rows, hold_out
 from ..io import fsync_dir as _fsync_dir
 from ..io import crash_point, write_json
 from ..model import Model
-from . import schema
+from . import memo, schema
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +353,7 @@ class ModelStore:
             seconds = time.perf_counter() - t0
             threshold, metrics = parent["threshold"], None
             if calibration:
+                memo.load(self.path, parent["version"], model.learner)  # rows this learn need not compute again
                 threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
             else:
                 log.warning("%s: no held-out rows, so the threshold (%s) is not calibrated for the new classes; "
@@ -367,7 +370,10 @@ class ModelStore:
                 "metrics": metrics,
                 "learn_seconds": round(seconds, 3),
             }
-            return self._commit(manifest, model.learner, entry, parent, tensors)
+            entry = self._commit(manifest, model.learner, entry, parent, tensors)
+            if calibration:
+                memo.save(self.path, version, model.learner, [t for t, _ in calibration])
+            return entry
 
     def _add_statistics(self, manifest: dict, parent: dict, images) -> dict:
         """{NORM: the parent's source statistics plus those of `images`} for an image model, measured through the
@@ -461,11 +467,14 @@ class ModelStore:
         with self.lock(wait):
             manifest, parent, model = self._current()
             ids = {c: i for i, c in enumerate(model.classes)}
+            memo.load(self.path, parent["version"], model.learner)
             threshold, metrics = _calibrate(model.learner, calibration, ids, oos_label, source)
             version = max(e["version"] for e in manifest["versions"]) + 1
             entry = {"version": version, "created": _now(), "parent": parent["version"], "tasks": parent["tasks"],
                      "threshold": threshold, "calibrated": True, "metrics": metrics, "learn_seconds": 0.0}
-            return self._commit(manifest, model.learner, entry, parent)
+            entry = self._commit(manifest, model.learner, entry, parent)
+            memo.save(self.path, version, model.learner, [t for t, _ in calibration])
+            return entry
 
     def _current(self) -> tuple[dict, dict, Model]:
         """(manifest, current entry, its model) for a writer that derives a version from a trained one."""
