@@ -102,3 +102,9 @@ def test_adapters_learn_save_and_load_with_a_bf16_frozen_pass(tiny_backbone, int
     learner.save(tmp_path / "m")
     again = methods.get("adapters").load(tmp_path / "m", load_backbone(tiny_backbone, autocast="bf16"))
     assert torch.equal(again.predict(x), learner.predict(x))
+
+
+def test_auto_leaves_image_backbones_in_fp32(monkeypatch):
+    monkeypatch.setenv("LIFELONG_AUTOCAST", "auto")
+    assert frozen_dtype(torch.device("cpu"), modality="image") is None
+    assert frozen_dtype(torch.device("cpu"), "bf16", modality="image") is torch.bfloat16

@@ -77,12 +77,13 @@ def set_threads() -> None:
 AUTOCAST_CHOICES = ("auto", "off", "bf16")
 
 
-def frozen_dtype(device: torch.device, setting: str | None = None) -> torch.dtype | None:
+def frozen_dtype(device: torch.device, setting: str | None = None, modality: str = "text") -> torch.dtype | None:
     """The dtype the frozen backbone computes in (None: fp32), from `setting` or LIFELONG_AUTOCAST (auto | off |
-    bf16). auto: bf16 where the hardware computes it natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16
-    or AMX), else fp32. Why only the frozen pass: there bf16 halves the time of the largest matrix products and
-    leaves the features within rounding (BENCHMARKS.md, issue 12); training keeps fp32, where on this CPU it gained
-    little, and 1-bit adapters' straight-through steps are not measured in bf16."""
+    bf16). auto: on a text backbone, bf16 where the hardware computes it natively (a CUDA GPU that supports it; a
+    CPU with AVX-512 BF16 or AMX), else fp32; on an image backbone fp32. Why: a transformer's frozen pass in bf16
+    takes about half the time and its features stay within rounding (cosine 0.99996 to fp32 on MiniLM), while
+    EfficientNet-Lite0's drift further (0.989), which cost Split Fashion-MNIST two points (BENCHMARKS.md, issue 12).
+    Only passes without gradients: training keeps fp32, where bf16 gained little on a CPU."""
     setting = (setting or os.environ.get("LIFELONG_AUTOCAST") or "auto").strip().lower()
     if setting not in AUTOCAST_CHOICES:
         raise LifelongError(f"unknown autocast {setting!r} (LIFELONG_AUTOCAST); choose one of "
@@ -91,6 +92,8 @@ def frozen_dtype(device: torch.device, setting: str | None = None) -> torch.dtyp
         return None
     if setting == "bf16":
         return torch.bfloat16
+    if modality != "text":
+        return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu":

@@ -94,7 +94,7 @@ class ImageEncoder(nn.Module):
         self.model.eval()
         self.device = resolve_device(device)
         self.to(self.device)
-        self.frozen_dtype = frozen_dtype(self.device, autocast)  # the frozen pass's compute dtype (None: fp32)
+        self.frozen_dtype = frozen_dtype(self.device, autocast, "image")  # the frozen pass's dtype (None: fp32)
         self.dim = model.config.hidden_size
 
     @property
