@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..devices import autocast
 from ..errors import LifelongError
 from . import bottleneck, lora  # noqa: F401  (they register the kinds "bottleneck" and "lora")
 from .families import family
@@ -66,11 +65,8 @@ class TopBlocks(nn.Module):
     """A copy of the top `blocks` transformer blocks of a backbone (0: all); `forward(hidden, mask)` continues a
     frozen pass from block `split` and mean-pools. Its weights are trainable (methods that train the top blocks)."""
 
-    def __init__(self, backbone_model: nn.Module, blocks: int, dtype: torch.dtype | None = None):
+    def __init__(self, backbone_model: nn.Module, blocks: int):
         super().__init__()
-        # what inference (no gradient) computes in, as the backbone's frozen pass does (devices.frozen_dtype);
-        # training stays fp32
-        self.inference_dtype = dtype
         self.prefix, all_blocks = find_blocks(backbone_model)
         n = len(all_blocks)
         k = n if blocks <= 0 else min(blocks, n)
@@ -85,12 +81,6 @@ class TopBlocks(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled output on the CPU, where heads live (the blocks run on the device of `hidden`, the backbone's)."""
-        if self.inference_dtype is not None and not torch.is_grad_enabled():
-            with autocast(hidden.device, self.inference_dtype):
-                return self._forward(hidden, mask).float()
-        return self._forward(hidden, mask)
-
-    def _forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.image:
             for block in self.blocks:
                 hidden = block(hidden)
@@ -108,9 +98,9 @@ class TopBlocks(nn.Module):
 class AdaptedTop(TopBlocks):
     """The top blocks with adapters injected and the blocks' own weights frozen."""
 
-    def __init__(self, backbone_model: nn.Module, config: AdapterConfig, dtype: torch.dtype | None = None):
+    def __init__(self, backbone_model: nn.Module, config: AdapterConfig):
         config.validate()
-        super().__init__(backbone_model, config.blocks, dtype)
+        super().__init__(backbone_model, config.blocks)
         self.config = config
         self.targets = list(config.targets)
         if self.image and tuple(self.targets) == DEFAULT_TARGETS:

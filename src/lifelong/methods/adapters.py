@@ -40,7 +40,6 @@ from .settings import Count, Positive, config_from_dict
 from .topblock import (
     AdapterTrainConfig,
     SplitCache,
-    inference_dtype,
     refit,
     top_features,
     train_adapter,
@@ -68,7 +67,7 @@ class Adapters(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.top = AdaptedTop(backbone.model, self.config.adapter_config(), inference_dtype(backbone))
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         self.classes = GaussianClassModel(backbone.dim + sum(backbone.level_dims), self.config.max_dim,
                                           self.config.seed)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..adapters import AdaptedTop
 from . import register
-from .topblock import AdapterTrainConfig, SplitCache, adapted, inference_dtype, train_adapter
+from .topblock import AdapterTrainConfig, SplitCache, adapted, train_adapter
 from .base import Learner
 from .sums import class_means
 
@@ -24,7 +24,7 @@ class APER(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.top = AdaptedTop(backbone.model, self.config.adapter_config(), inference_dtype(backbone))
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         self.packed: dict[str, torch.Tensor] = {}
         self.means = torch.empty(0, 2 * backbone.dim)

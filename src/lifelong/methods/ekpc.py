@@ -28,7 +28,7 @@ from .. import distributed
 from ..adapters import AdaptedTop
 from ..devices import module_device
 from . import register
-from .topblock import AdapterSettings, SplitCache, fit_top, inference_dtype, pad, top_features
+from .topblock import AdapterSettings, SplitCache, fit_top, pad, top_features
 from .base import Learner
 from .sums import class_means
 from .ridge import ridge_solve
@@ -65,7 +65,7 @@ class EKPC(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.top = AdaptedTop(backbone.model, self.config.adapter_config(), inference_dtype(backbone))
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         self.top.new_task()  # the one shared adapter
         self.top.set_active("train")

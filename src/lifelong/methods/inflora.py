@@ -24,7 +24,7 @@ import torch
 
 from ..adapters import AdaptedTop
 from . import register
-from .topblock import AdapterSettings, SplitCache, fit_top, inference_dtype, top_features
+from .topblock import AdapterSettings, SplitCache, fit_top, top_features
 from .base import Learner, saved_head
 from .settings import Fraction, Positive, PositiveFloat
 
@@ -86,7 +86,7 @@ class InfLoRA(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.top = AdaptedTop(backbone.model, self.config.adapter_config(), inference_dtype(backbone))
+        self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         # site -> the input it reads: a block's linear projections read one hidden state (its query and value
         # share a basis); a convolution reads its own (EfficientNet's expand and project convolutions differ)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..adapters import TopBlocks
 from ..data.task import Examples
 from . import register
-from .topblock import SplitCache, TopBlockSettings, fit_top, inference_dtype, top_features
+from .topblock import SplitCache, TopBlockSettings, fit_top, top_features
 from .base import Learner, saved_head
 from .training import fit
 from .settings import Count, NonNegative, Positive, PositiveFloat
@@ -80,7 +80,7 @@ class SLCA(Learner):
 
     def __init__(self, backbone, config=None, features=None):
         super().__init__(backbone, config, features)
-        self.top = TopBlocks(backbone.model, self.config.blocks, inference_dtype(backbone)).eval()  # eval: no dropout, deterministic
+        self.top = TopBlocks(backbone.model, self.config.blocks).eval()  # eval: no dropout, deterministic
         self.cache = SplitCache(backbone, self.top.split)
         self.head = None
         d, r = backbone.dim, self.config.cov_rank

@@ -55,11 +55,6 @@ class AdapterTrainConfig(AdapterSettings):
     seed: int = 0
 
 
-def inference_dtype(backbone) -> torch.dtype | None:
-    """The dtype the top blocks compute in without gradients: the backbone's frozen pass's (None: fp32)."""
-    return getattr(backbone, "frozen_dtype", None)
-
-
 def parse_targets(targets: str) -> list[str]:
     """LoRA target layers from a comma-separated setting."""
     return [t.strip() for t in targets.split(",") if t.strip()]
