@@ -7,7 +7,8 @@ OUT/peer_speed.json). The peer needs its own venv (`bash ../shared/peers/avalanc
 
 Usage: python benchmarks/peer_speed.py [--out runs/peer] [--peer-python ~/.venv-avalanche/bin/python]
        [--peers ../shared/peers] [--strategy naive] [--also "--epochs 3"] [-- extra `lifelong run` flags]
-`--also FLAGS` (repeatable) times one more `lifelong run` with those flags added, each against the same peer run.
+`--also FLAGS` (repeatable) times one more `lifelong run` with those flags added, each against the same peer run
+(NAME=VALUE words among them set that run's environment: `--also LIFELONG_AUTOCAST=off`).
 """
 
 from __future__ import annotations
@@ -53,13 +54,17 @@ def main() -> None:
            "HF_HUB_OFFLINE": "1"}
     result: dict = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "date": time.strftime("%Y-%m-%d %H:%M"),
                     "threads": int(env["LIFELONG_THREADS"]), "runs": []}
-    for i, flags in enumerate([[], *(f.split() for f in args.also)]):
+    for i, words in enumerate([[], *(f.split() for f in args.also)]):
         run_dir = args.out / f"lifelong{i}"
+        # NAME=VALUE words set the run's environment (e.g. LIFELONG_AUTOCAST=off); the rest are flags
+        assigned = dict(w.split("=", 1) for w in words if "=" in w and w.split("=", 1)[0].isupper())
+        flags = [w for w in words if w.split("=", 1)[0] not in assigned]
         ours = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", "clinc150", "--method", "adapters",
                 "--seed", "0", "--out", str(run_dir), *args.extra, *flags]
-        seconds = timed(ours, args.out / f"lifelong{i}.log", env)
+        seconds = timed(ours, args.out / f"lifelong{i}.log", {**env, **assigned})
         mine = json.loads((run_dir / "results.json").read_text())
-        result["runs"].append({"command": " ".join(ours[1:]), "seconds": seconds,
+        result["runs"].append({"command": " ".join([*(f"{k}={v}" for k, v in assigned.items()), *ours[1:]]),
+                               "seconds": seconds, "frozen_pass": mine["environment"].get("frozen_pass"),
                                "final_accuracy": mine["final_accuracy"], "peak_memory_mb": mine["peak_memory_mb"],
                                "train_seconds": sum(mine["seconds_per_task"]),
                                "eval_seconds": sum(mine["eval_seconds_per_task"])})
