@@ -3,7 +3,7 @@
 Exports the domains as a user's files (benchmarks/export_clinc150.py), creates an empty `adapters` store, then runs
 `lifelong learn STORE --data DOMAIN.jsonl --eval DOMAIN.heldout.jsonl` once per domain, in order, timing each command
 from process start to exit. Prints (and writes to OUT/learn_speed.json) the seconds of every learn and the store's
-bytes. Usage: python benchmarks/learn_speed.py [--out runs/learn-speed] [--tasks 10] [-- extra `learn` flags]
+bytes. Usage: python benchmarks/learn_speed.py [--out runs/learn-speed] [--tasks 10] [--no-cache] [-- extra `learn` flags]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "learn-speed")
     ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--no-cache", action="store_true",
+                    help="delete the store's held-out cache (MODEL/cache) before each learn: the cost without it")
     ap.add_argument("extra", nargs="*", help="extra flags for `lifelong learn` (after --)")
     args = ap.parse_args()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "LIFELONG_THREADS": os.environ.get("LIFELONG_THREADS", "2"),
@@ -41,6 +43,8 @@ def main() -> None:
     for domain in domains:
         cmd = [str(BIN / "lifelong"), "learn", str(store), "--data", str(files / f"{domain}.jsonl"),
                "--eval", str(files / f"{domain}.heldout.jsonl"), "--name", domain, *args.extra]
+        if args.no_cache:
+            shutil.rmtree(store / "cache", ignore_errors=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -50,7 +54,8 @@ def main() -> None:
         rows.append({"task": domain, "seconds": round(seconds, 2), "learn_seconds": round(entry["learn_seconds"], 2),
                      "train_examples": entry["tasks"][-1]["train_examples"], "new_bytes": entry["new_bytes"]})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": int(env["LIFELONG_THREADS"]), "learns": rows,
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": int(env["LIFELONG_THREADS"]),
+              "held_out_cache": not args.no_cache, "learns": rows,
               "median_seconds": sorted(r["seconds"] for r in rows)[len(rows) // 2]}
     (args.out / "learn_speed.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "learns"}))

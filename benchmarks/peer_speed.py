@@ -60,7 +60,7 @@ def main() -> None:
         assigned = dict(w.split("=", 1) for w in words if "=" in w and w.split("=", 1)[0].isupper())
         flags = [w for w in words if w.split("=", 1)[0] not in assigned]
         ours = [str(ROOT / ".venv" / "bin" / "lifelong"), "run", "--benchmark", "clinc150", "--method", "adapters",
-                "--seed", "0", "--out", str(run_dir), *args.extra, *flags]
+                "--seed", "0", "--out", str(run_dir), "--overwrite", *args.extra, *flags]
         seconds = timed(ours, args.out / f"lifelong{i}.log", {**env, **assigned})
         mine = json.loads((run_dir / "results.json").read_text())
         result["runs"].append({"command": " ".join([*(f"{k}={v}" for k, v in assigned.items()), *ours[1:]]),
