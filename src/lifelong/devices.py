@@ -105,7 +105,7 @@ def frozen_dtype(device: torch.device, setting: str | None = None, modality: str
     return None
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def computing_in(device: torch.device, dtype: torch.dtype | None):
     """A context computing in `dtype` on `device` (nothing when dtype is None)."""
     if dtype is None:
         return contextlib.nullcontext()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import autocast, frozen_dtype, resolve_device
+from ..devices import computing_in, frozen_dtype, resolve_device
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -150,7 +150,7 @@ class ImageEncoder(nn.Module):
         images = _rows(images)
         out = torch.empty(len(images), self.dim)
         for idx, pixels in self._groups(images, progress):
-            with autocast(self.device, self.frozen_dtype):
+            with computing_in(self.device, self.frozen_dtype):
                 h = self._stem(pixels)
                 for block in self.model.blocks:
                     h = block(h)
@@ -174,7 +174,7 @@ class ImageEncoder(nn.Module):
         pooled = torch.empty(len(images), self.dim)
         levels = torch.empty(len(images), sum(self.level_dims))
         for idx, pixels in self._groups(images):
-            with autocast(self.device, self.frozen_dtype):
+            with computing_in(self.device, self.frozen_dtype):
                 h = self._stem(pixels)
                 means = []
                 for b, block in enumerate(self.model.blocks):

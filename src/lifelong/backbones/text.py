@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..devices import autocast, frozen_dtype, resolve_device
+from ..devices import computing_in, frozen_dtype, resolve_device
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -91,7 +91,7 @@ class TextEncoder(nn.Module):
         out = torch.empty(len(texts), self.dim)
         bar = Progress(len(texts), "embed", "texts", enabled=progress)
         for idx, batch in self._length_sorted_batches(texts):
-            with autocast(self.device, self.frozen_dtype):
+            with computing_in(self.device, self.frozen_dtype):
                 hidden = self.model(**batch).last_hidden_state
             out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu()
             bar.update(len(idx))
@@ -115,7 +115,7 @@ class TextEncoder(nn.Module):
         pooled = torch.empty(len(texts), self.dim)
         levels = torch.empty(len(texts), sum(self.level_dims))
         for idx, batch in self._length_sorted_batches(texts):
-            with autocast(self.device, self.frozen_dtype):
+            with computing_in(self.device, self.frozen_dtype):
                 out = self.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"]
             pooled[idx] = mean_pool(out.last_hidden_state.float(), mask).cpu()
