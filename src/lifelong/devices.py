@@ -81,11 +81,10 @@ def frozen_dtype(device: torch.device, setting: str | None = None, modality: str
     """The dtype the frozen backbone computes in (None: fp32), from `setting` or LIFELONG_AUTOCAST (auto | off |
     bf16). auto: on a text backbone, bf16 where the hardware computes it natively (a CUDA GPU that supports it; a
     CPU with AVX-512 BF16 or AMX), else fp32; on an image backbone fp32. Why: a transformer's frozen pass in bf16
-    takes about half the time and its features stay within rounding (cosine 0.99996 to fp32 on MiniLM), while
-    EfficientNet-Lite0's drift further (0.989), which cost Split Fashion-MNIST two points (BENCHMARKS.md, issue 12).
-    Only the frozen pass: training keeps fp32 (bf16 gained 5% a step on a CPU), and so do adapted top blocks at
-    inference (1.8x faster in bf16 on a CPU, but oneDNN's bf16 kernels, one per input shape, held 450 MB more at
-    the peak of a CLINC150 run)."""
+    takes about half the time and its features stay within rounding, while a deep convolutional network's drift
+    far enough to cost the class model's routing. Only the frozen pass: training gained little from bf16 on a CPU,
+    and adapted top blocks in bf16 held much more memory (oneDNN keeps a bf16 kernel per input shape). The
+    measurements are in BENCHMARKS.md, issue 12."""
     setting = (setting or os.environ.get("LIFELONG_AUTOCAST") or "auto").strip().lower()
     if setting not in AUTOCAST_CHOICES:
         raise LifelongError(f"unknown autocast {setting!r} (LIFELONG_AUTOCAST); choose one of "
@@ -103,6 +102,12 @@ def frozen_dtype(device: torch.device, setting: str | None = None, modality: str
         native = any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
         return torch.bfloat16 if native else None
     return None
+
+
+def frozen_pass_name(encoder) -> str:
+    """An encoder's frozen-pass dtype as results.json, the log and the store's cache name it ("float32", "bfloat16")."""
+    dtype = getattr(encoder, "frozen_dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
 def computing_in(device: torch.device, dtype: torch.dtype | None):

@@ -22,12 +22,6 @@ from .methods.settings import Positive
 log = logging.getLogger("lifelong")
 
 
-def frozen_pass_name(encoder) -> str:
-    """The frozen pass's compute dtype (devices.frozen_dtype), as results.json and the log name it."""
-    dtype = getattr(encoder, "frozen_dtype", None)
-    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
-
-
 def environment(device=None) -> dict:
     import torch
     import transformers
@@ -134,7 +128,7 @@ class Experiment:
             load_backbone,
         )
         from .data import load_stream
-        from .devices import resolve_device, set_threads
+        from .devices import frozen_pass_name, resolve_device, set_threads
         from .io import crash_point, write_json, write_text
         from .report import accuracy_curve, accuracy_heatmap, markdown
         from .tracking import check as check_trackers

@@ -127,9 +127,9 @@ class Adapters(Learner):
         if len(held) == 0:
             return
         x = self._class_feature(held.inputs)
-        raw = [self.classes.scores(x, shrink) for shrink in SHRINKAGES]
-        routes = {(s, t): self._route(raw[s], temperature)
-                  for s in range(len(SHRINKAGES)) for t, temperature in enumerate(routing.TEMPERATURES)}
+        raw = [self.classes.scores(x, shrink) for shrink in SHRINKAGES]  # each shrinkage's scores, once
+        routes = {(s, t): self._route(scores, temperature)
+                  for s, scores in enumerate(raw) for t, temperature in enumerate(routing.TEMPERATURES)}
         # each task's head runs only on the rows some candidate setting routes to it
         logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
         for (s, t), (log_post, task_post, routed) in routes.items():

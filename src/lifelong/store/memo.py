@@ -8,7 +8,8 @@ them: it embeds only rows it has not seen, and runs only the adapters the new ta
 
 A cache, not part of any version: MODEL/cache/vNNNN.safetensors (rows as tensors, their input keys in the header),
 only the newest kept. It is read only for the version that wrote it, on the same backbone weights and frozen-pass
-dtype; anything else, or an unreadable file, is ignored and recomputed. Deleting it costs time, never a result.
+dtype; anything else, or an unreadable file, is ignored and recomputed. Deleting it costs time; the results agree
+with the cached ones up to float rounding (a row's features can differ in the last bits with its batch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..devices import frozen_pass_name
 from ..io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -33,26 +35,25 @@ def path(store: Path, version: int) -> Path:
 
 def _stamp(learner) -> dict[str, str]:
     """What the rows depend on beside the version: the backbone's weights and the frozen pass's dtype."""
-    backbone = learner.backbone
-    return {"backbone_sha256": backbone.weights_hash(), "frozen_pass": str(getattr(backbone, "frozen_dtype", None))}
+    return {"backbone_sha256": learner.backbone.weights_hash(), "frozen_pass": frozen_pass_name(learner.backbone)}
 
 
-def load(store: Path, version: int, learner) -> int:
-    """Give `learner` (loaded from `version`) the rows that version kept; returns how many rows."""
+def load(store: Path, version: int, learner) -> None:
+    """Give `learner` (loaded from `version`) the rows that version kept."""
     file = path(store, version)
     if not file.is_file():
-        return 0
+        return
     try:
         with safe_open(str(file), "pt") as f:
             header = f.metadata() or {}
             if any(header.get(k) != v for k, v in _stamp(learner).items()):
-                return 0
+                return
             memo = {tag: (json.loads(header[f"keys.{tag}"]), f.get_tensor(tag)) for tag in f.keys()}
     except (OSError, SafetensorError, ValueError, KeyError) as e:
         log.warning("ignoring unreadable cache %s (%s)", file, e)
-        return 0
+        return
     learner.load_memo(memo)
-    return sum(len(keys) for keys, _ in memo.values())
+    log.info("reusing results on %d held-out rows from %s", max(len(keys) for keys, _ in memo.values()), file)
 
 
 def save(store: Path, version: int, learner, inputs) -> None:
