@@ -4,7 +4,8 @@ unit-normalised parts of the frozen pass, the shrinkage chosen by held-out hits 
 (starred), then class accuracy / routing (the true task holds the best class) of the final model on test.
 
 Parts: mean-pooled embeddings and each block's output (`mean0` .. `mean6` on MiniLM-L6), max-pooled outputs of the
-top three blocks (`max4` .. `max6`), the final first token (`cls`). Trains no adapter.
+top three blocks (`max4` .. `max6`), the final first token (`cls`). The last variants leave out the blocks that
+`adapters` adapts (could the frozen pass stop below them?). Trains no adapter.
 
     python benchmarks/class_model_width.py clinc150:random 0
 """
@@ -28,6 +29,10 @@ VARIANTS = {  # name: (parts, projected width; 0 = none)
     "mean2-6 (1,920)": (["mean2", "mean3", "mean4", "mean5", "mean6"], 0),
     "mean1-6 + final, full (2,688)": (["mean6", "mean1", "mean2", "mean3", "mean4", "mean5", "mean6"], 0),
     "mean1-6 + max4-6, full (3,456)": (["mean1", "mean2", "mean3", "mean4", "mean5", "mean6", "max4", "max5", "max6"], 0),
+    # a frozen pass that stops where the adapted blocks begin (blocks 5-6 on MiniLM-L6) could not give these
+    "embeddings + blocks 1-4, projected": (["mean0", "mean1", "mean2", "mean3", "mean4"], 960),
+    "blocks 1-4, projected": (["mean1", "mean2", "mean3", "mean4"], 960),
+    "blocks 1-5, projected": (["mean1", "mean2", "mean3", "mean4", "mean5"], 960),
 }
 
 

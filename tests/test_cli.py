@@ -42,6 +42,7 @@ def test_run_on_user_file_writes_results(tiny_backbone, intents_jsonl, tmp_path,
     assert len(res["bytes_per_task"]) == 2 and all(b > 0 for b in res["bytes_per_task"])
     assert res["config"]["method"] == method and res["config"]["seed"] == 0
     assert res["environment"]["torch"].startswith("2.13")
+    assert res["environment"]["frozen_pass"] == res["environment"]["training"] == "float32"  # LIFELONG_AUTOCAST=off
     for name in ("accuracy_curve.png", "accuracy_matrix.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Final average accuracy" in (out / "summary.md").read_text()

@@ -9,7 +9,7 @@ from lifelong.backbones import load_backbone
 from lifelong.data import class_incremental
 from lifelong.data.files import load_file
 from lifelong.backbones.cache import FeatureCache
-from lifelong.devices import frozen_dtype, resolve_device
+from lifelong.devices import frozen_dtype, resolve_device, train_dtype
 from lifelong.errors import LifelongError
 
 CUDA = torch.cuda.is_available()
@@ -108,3 +108,40 @@ def test_auto_leaves_image_backbones_in_fp32(monkeypatch):
     monkeypatch.setenv("LIFELONG_AUTOCAST", "auto")
     assert frozen_dtype(torch.device("cpu"), modality="image") is None
     assert frozen_dtype(torch.device("cpu"), "bf16", modality="image") is torch.bfloat16
+
+
+def test_training_runs_in_bf16_only_when_asked_for(monkeypatch):
+    monkeypatch.setenv("LIFELONG_AUTOCAST", "auto")
+    assert train_dtype() is None  # on every device: see devices.train_dtype
+    assert train_dtype("bf16") is torch.bfloat16
+    monkeypatch.setenv("LIFELONG_AUTOCAST", "bf16")
+    assert train_dtype() is torch.bfloat16
+    assert train_dtype("off") is None
+
+
+@pytest.mark.parametrize("method", ["adapters", "finetune"])
+def test_training_computes_in_the_backbones_train_dtype(tiny_backbone, intents_jsonl, tmp_path, method):
+    stream = class_incremental(load_file(intents_jsonl), groups=[["weather", "pay_bill"], ["play_music", "book_flight"]])
+    # fp32 adapters without the head refit: a 1-bit adapter's signs, and a head refit in fp32, can hide the change
+    settings = ({"rank": 4, "epochs": 1, "patience": 0, "precision": "fp32", "refit_head": False}
+                if method == "adapters" else {"epochs": 1})
+    cfg = methods.config_from_dict(methods.get(method).Config, settings)
+    x = [t for task in stream for t in task.test.inputs]
+    predictions, weights = [], []
+    for dtype in (None, torch.bfloat16):
+        backbone = load_backbone(tiny_backbone, autocast="off")  # the frozen pass in fp32 for both
+        backbone.train_dtype = dtype
+        torch.manual_seed(0)  # heads draw their initial weights from the global stream
+        learner = methods.get(method)(backbone, cfg)
+        for task in stream:
+            learner.learn(task)
+        predictions.append(learner.predict(x))
+        assert torch.isfinite(predictions[-1]).all()
+        trained = ([v.flatten() for v in learner.packed[-1].values()] if method == "adapters"
+                   else [p.detach().flatten() for p in learner.encoder.parameters()])
+        assert all(v.dtype == torch.float32 for v in trained)  # weights stay fp32
+        weights.append(torch.cat(trained))
+    assert not torch.equal(*weights)  # bf16 did run in training
+    learner.save(tmp_path / "m")
+    again = methods.get(method).load(tmp_path / "m", load_backbone(tiny_backbone, autocast="off"))
+    assert torch.equal(again.predict(x), predictions[-1])

@@ -77,18 +77,23 @@ def set_threads() -> None:
 AUTOCAST_CHOICES = ("auto", "off", "bf16")
 
 
+def _autocast_setting(setting: str | None) -> str:
+    setting = (setting or os.environ.get("LIFELONG_AUTOCAST") or "auto").strip().lower()
+    if setting not in AUTOCAST_CHOICES:
+        raise LifelongError(f"unknown autocast {setting!r} (LIFELONG_AUTOCAST); choose one of "
+                            f"{', '.join(AUTOCAST_CHOICES)}")
+    return setting
+
+
 def frozen_dtype(device: torch.device, setting: str | None = None, modality: str = "text") -> torch.dtype | None:
     """The dtype the frozen backbone computes in (None: fp32), from `setting` or LIFELONG_AUTOCAST (auto | off |
     bf16). auto: on a text backbone, bf16 where the hardware computes it natively (a CUDA GPU that supports it; a
     CPU with AVX-512 BF16 or AMX), else fp32; on an image backbone fp32. Why: a transformer's frozen pass in bf16
     takes about half the time and its features stay within rounding, while a deep convolutional network's drift
-    far enough to cost the class model's routing. Only the frozen pass: training gained little from bf16 on a CPU,
-    and adapted top blocks in bf16 held much more memory (oneDNN keeps a bf16 kernel per input shape). The
-    measurements are in BENCHMARKS.md, issue 12."""
-    setting = (setting or os.environ.get("LIFELONG_AUTOCAST") or "auto").strip().lower()
-    if setting not in AUTOCAST_CHOICES:
-        raise LifelongError(f"unknown autocast {setting!r} (LIFELONG_AUTOCAST); choose one of "
-                            f"{', '.join(AUTOCAST_CHOICES)}")
+    far enough to cost the class model's routing. Only the frozen pass: adapted top blocks in bf16 held much more
+    memory (oneDNN keeps a bf16 kernel per input shape) for little time on a CPU; training: see `train_dtype`.
+    The measurements are in BENCHMARKS.md, issue 12."""
+    setting = _autocast_setting(setting)
     if setting == "off":
         return None
     if setting == "bf16":
@@ -104,10 +109,24 @@ def frozen_dtype(device: torch.device, setting: str | None = None, modality: str
     return None
 
 
-def frozen_pass_name(encoder) -> str:
-    """An encoder's frozen-pass dtype as results.json, the log and the store's cache name it ("float32", "bfloat16")."""
-    dtype = getattr(encoder, "frozen_dtype", None)
+def train_dtype(setting: str | None = None) -> torch.dtype | None:
+    """The dtype training computes in under autocast (None: fp32; weights, gradients and optimizer state stay
+    fp32 either way), from `setting` or LIFELONG_AUTOCAST: bf16 only when asked for (`bf16`), on any device. Why
+    not under `auto`, even on a GPU whose matrix units run bf16 many times faster: adapters trained under bf16
+    autocast (on a CPU, the same number format) ended 0.2 points below fp32 training on average over five runs on
+    three text streams, and on a CPU a step was no faster while oneDNN's kernels per shape held 0.3 to 0.5 GB more
+    (BENCHMARKS.md, issue 12)."""
+    return torch.bfloat16 if _autocast_setting(setting) == "bf16" else None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """A compute dtype as results.json, the log and the store's cache name it ("float32" for None, "bfloat16")."""
     return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
+def frozen_pass_name(encoder) -> str:
+    """An encoder's frozen-pass dtype, named (`dtype_name`)."""
+    return dtype_name(getattr(encoder, "frozen_dtype", None))
 
 
 def computing_in(device: torch.device, dtype: torch.dtype | None):

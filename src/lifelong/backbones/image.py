@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import computing_in, frozen_dtype, resolve_device
+from ..devices import computing_in, frozen_dtype, resolve_device, train_dtype
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -95,6 +95,7 @@ class ImageEncoder(nn.Module):
         self.device = resolve_device(device)
         self.to(self.device)
         self.frozen_dtype = frozen_dtype(self.device, autocast, "image")  # the frozen pass's dtype (None: fp32)
+        self.train_dtype = train_dtype(autocast)  # what training computes in (None: fp32)
         self.dim = model.config.hidden_size
 
     @property

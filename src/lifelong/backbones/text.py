@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..devices import computing_in, frozen_dtype, resolve_device
+from ..devices import computing_in, frozen_dtype, resolve_device, train_dtype
 from ..errors import LifelongError
 from ..progress import Progress
 
@@ -64,6 +64,7 @@ class TextEncoder(nn.Module):
         self.device = resolve_device(device)
         self.model.to(self.device)
         self.frozen_dtype = frozen_dtype(self.device, autocast)  # the frozen pass's compute dtype (None: fp32)
+        self.train_dtype = train_dtype(autocast)  # what training computes in (None: fp32)
         self.dim = self.model.config.hidden_size
 
     def tokenize(self, texts: Sequence[str]):

@@ -17,6 +17,7 @@ from .. import distributed
 from ..adapters import AdaptedTop, AdapterConfig
 from ..backbones.cache import input_key, missing_keys
 from ..data.task import Examples
+from ..devices import computing_in
 from .settings import AdapterKind, Count, Positive, PositiveFloat, Precision
 from .training import fit
 
@@ -214,12 +215,16 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: 
 def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict], config, desc: str,
             extra=None, after_epoch=None) -> list[float]:
     """Train on a task through the frozen pass and `forward(h, mask) -> pooled`: cross-entropy over the task's own
-    classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given."""
+    classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given. The
+    top blocks compute in the backbone's `train_dtype` (bf16 autocast on a GPU, devices.train_dtype)."""
     offset, n = min(task.classes), len(task.classes)
+    device, dtype = getattr(cache.backbone, "device", torch.device("cpu")), getattr(cache.backbone, "train_dtype", None)
 
     def loss_fn(texts, labels):
         hidden, _ = cache(texts)
-        loss = F.cross_entropy(head(forward(*pad(hidden)))[:, -n:], labels - offset)
+        with computing_in(device, dtype):
+            pooled = forward(*pad(hidden)).float()
+        loss = F.cross_entropy(head(pooled)[:, -n:], labels - offset)
         return loss + extra() if extra is not None else loss
 
     lengths = None
