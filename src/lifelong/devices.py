@@ -113,9 +113,9 @@ def train_dtype(setting: str | None = None) -> torch.dtype | None:
     """The dtype training computes in under autocast (None: fp32; weights, gradients and optimizer state stay
     fp32 either way), from `setting` or LIFELONG_AUTOCAST: bf16 only when asked for (`bf16`), on any device. Why
     not under `auto`, even on a GPU whose matrix units run bf16 many times faster: adapters trained under bf16
-    autocast (on a CPU, the same number format) ended 0.2 points below fp32 training on average over five runs on
-    three text streams, and on a CPU a step was no faster while oneDNN's kernels per shape held 0.3 to 0.5 GB more
-    (BENCHMARKS.md, issue 12)."""
+    autocast (on a CPU, the same number format) ended lower on average than fp32 training on three text streams,
+    and on a CPU a step was no faster while oneDNN's kernels per input shape held much more memory (BENCHMARKS.md,
+    issue 12)."""
     return torch.bfloat16 if _autocast_setting(setting) == "bf16" else None
 
 

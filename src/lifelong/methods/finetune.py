@@ -62,7 +62,7 @@ class Finetune(Learner):
         device, dtype = getattr(self.encoder, "device", torch.device("cpu")), getattr(self.encoder, "train_dtype", None)
 
         def loss_fn(inputs, labels):
-            with computing_in(device, dtype):  # bf16 autocast on a GPU (devices.train_dtype)
+            with computing_in(device, dtype):  # bf16 autocast only when asked for (devices.train_dtype)
                 features = self.encoder(inputs).float()
             logits = self.head(features)
             return F.cross_entropy(logits, labels) + self.extra_loss(inputs, logits)

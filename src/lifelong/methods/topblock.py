@@ -216,7 +216,7 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
             extra=None, after_epoch=None) -> list[float]:
     """Train on a task through the frozen pass and `forward(h, mask) -> pooled`: cross-entropy over the task's own
     classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given. The
-    top blocks compute in the backbone's `train_dtype` (bf16 autocast on a GPU, devices.train_dtype)."""
+    top blocks compute in the backbone's `train_dtype` (bf16 autocast only when asked for: devices.train_dtype)."""
     offset, n = min(task.classes), len(task.classes)
     device, dtype = getattr(cache.backbone, "device", torch.device("cpu")), getattr(cache.backbone, "train_dtype", None)
 
