@@ -129,6 +129,17 @@ def frozen_pass_name(encoder) -> str:
     return dtype_name(getattr(encoder, "frozen_dtype", None))
 
 
+def training_name(encoder) -> str:
+    """An encoder's training dtype (`train_dtype`), named (`dtype_name`)."""
+    return dtype_name(getattr(encoder, "train_dtype", None))
+
+
+def training_pass(encoder):
+    """The context a method's trained forward runs in: the encoder's `train_dtype` on its device (nothing when
+    training is fp32). The forward's output is the caller's to cast back to fp32 before a CPU head."""
+    return computing_in(getattr(encoder, "device", torch.device("cpu")), getattr(encoder, "train_dtype", None))
+
+
 def computing_in(device: torch.device, dtype: torch.dtype | None):
     """A context computing in `dtype` on `device` (nothing when dtype is None)."""
     if dtype is None:

@@ -128,7 +128,7 @@ class Experiment:
             load_backbone,
         )
         from .data import load_stream
-        from .devices import dtype_name, frozen_pass_name, resolve_device, set_threads
+        from .devices import frozen_pass_name, resolve_device, set_threads, training_name
         from .io import crash_point, write_json, write_text
         from .report import accuracy_curve, accuracy_heatmap, markdown
         from .tracking import check as check_trackers
@@ -160,7 +160,7 @@ class Experiment:
         backbone = self.backbone or default_backbone(stream)
         encoder = load_backbone(backbone, max_length=self.max_length, device=self.device)
         log.info("backbone %s on %s, frozen pass in %s, training in %s", backbone, encoder.device,
-                 frozen_pass_name(encoder), dtype_name(getattr(encoder, "train_dtype", None)))
+                 frozen_pass_name(encoder), training_name(encoder))
         check_modality(encoder, stream)
         features = FeatureCache(encoder, self.cache_dir)
         learner = learner_cls(encoder, config, features)
@@ -207,7 +207,7 @@ class Experiment:
             },
             "environment": {**environment(encoder.device), "processes": distributed.world(),
                             "frozen_pass": frozen_pass_name(encoder),
-                            "training": dtype_name(getattr(encoder, "train_dtype", None))},
+                            "training": training_name(encoder)},
         }
         if not main:
             distributed.teardown()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import computing_in
+from ..devices import training_pass
 from . import register
 from .base import Learner, saved_head
 from .training import fit
@@ -59,10 +59,8 @@ class Finetune(Learner):
         self.head = self.grow_head(self.head, self.encoder.dim)
         self.encoder.train()
 
-        device, dtype = getattr(self.encoder, "device", torch.device("cpu")), getattr(self.encoder, "train_dtype", None)
-
         def loss_fn(inputs, labels):
-            with computing_in(device, dtype):  # bf16 autocast only when asked for (devices.train_dtype)
+            with training_pass(self.encoder):  # bf16 autocast only when asked for (devices.train_dtype)
                 features = self.encoder(inputs).float()
             logits = self.head(features)
             return F.cross_entropy(logits, labels) + self.extra_loss(inputs, logits)

@@ -17,7 +17,7 @@ from .. import distributed
 from ..adapters import AdaptedTop, AdapterConfig
 from ..backbones.cache import input_key, missing_keys
 from ..data.task import Examples
-from ..devices import computing_in
+from ..devices import training_pass
 from .settings import AdapterKind, Count, Positive, PositiveFloat, Precision
 from .training import fit
 
@@ -218,11 +218,10 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
     classes, which are the last columns of `head` (earlier columns get no gradient), plus `extra()` if given. The
     top blocks compute in the backbone's `train_dtype` (bf16 autocast only when asked for: devices.train_dtype)."""
     offset, n = min(task.classes), len(task.classes)
-    device, dtype = getattr(cache.backbone, "device", torch.device("cpu")), getattr(cache.backbone, "train_dtype", None)
 
     def loss_fn(texts, labels):
         hidden, _ = cache(texts)
-        with computing_in(device, dtype):
+        with training_pass(cache.backbone):
             pooled = forward(*pad(hidden)).float()
         loss = F.cross_entropy(head(pooled)[:, -n:], labels - offset)
         return loss + extra() if extra is not None else loss
