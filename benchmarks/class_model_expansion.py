@@ -32,7 +32,9 @@ def expand(x: torch.Tensor, width: int, seed: int) -> torch.Tensor:
     return torch.relu(x @ w)
 
 
-def main(name: str, seed: int) -> None:
+def class_inputs(name: str, seed: int):
+    """(stream, {(task, split): (class input, labels)} for splits train / held / test, task of each class): the
+    class model's input as `adapters` builds it, split as `adapters` splits a task."""
     set_threads()
     stream = load_stream(name, seed, None, "text", "label", None, None, None)
     backbone = load_backbone(default_backbone(stream))
@@ -45,7 +47,11 @@ def main(name: str, seed: int) -> None:
             data[t.index, s] = (cache.class_input(ex.inputs), ex.labels)
             cache.clear()
     print(f"{name}: frozen pass {time.time() - t0:.0f} s, class input {data[0, 'train'][0].shape[1]} wide", flush=True)
-    task_of = torch.cat([torch.full((len(t.classes),), t.index) for t in stream])
+    return stream, data, torch.cat([torch.full((len(t.classes),), t.index) for t in stream])
+
+
+def main(name: str, seed: int) -> None:
+    stream, data, task_of = class_inputs(name, seed)
     for width in WIDTHS:
         for s in SEEDS if width else (0,):
             model, hits = None, dict.fromkeys(SHRINKAGES, 0)

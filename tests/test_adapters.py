@@ -110,12 +110,14 @@ def test_one_bit_lora_bytes_per_task(enc, stream):
     b = learner.stored_bytes()
     # 2 blocks x (query, value) x (A: 4x32, B: 32x4) at 1 bit = 4 x 256 bits, plus a mean and a scale per matrix
     assert b["adapter"] == 4 * (128 // 8 + 8 + 128 // 8 + 8)
-    assert b["head"] == (2 * 32 + 2) * 2
+    assert b["head"] == 2 * 32 + 2 * 4 + 2 * 2  # int8 rows, an fp32 scale per row, fp16 bias
     # class model over the pooled feature and both layers' outputs (3 x 32 wide): int8 means, an fp32 scale and
-    # count per class
-    assert enc.model.config.num_hidden_layers == 2 and b["classes"] == 2 * (96 + 4 + 4)
-    # shared: the covariance's upper triangle in fp16, its degrees of freedom, the held-out hit counts
-    assert b["shared"] == 96 * 97 // 2 * 2 + 4 + learner.hits.numel() * 4
+    # count per class; each class's two directions at 4 bits, with an fp32 step and variance each
+    assert enc.model.config.num_hidden_layers == 2
+    assert b["classes"] == 2 * (96 + 4 + 4) + 2 * 2 * (96 // 2 + 4 + 4)
+    # shared: the covariance's upper triangle in fp16, its degrees of freedom, the held-out hit counts (fp32) and
+    # log-likelihoods (fp64)
+    assert b["shared"] == 96 * 97 // 2 * 2 + 4 + learner.hits.numel() * 4 + learner.loglik.numel() * 8
 
 
 @pytest.fixture
@@ -218,30 +220,36 @@ def with_val(stream, every: int = 2):
     return dataclasses.replace(stream, tasks=tasks)
 
 
-def test_mixture_is_chosen_on_held_out_hits_and_saved(enc, stream, tmp_path):
+def test_mixture_is_chosen_on_held_out_likelihood_and_hits_and_saved(enc, stream, tmp_path):
     from lifelong import routing
-    from lifelong.methods.gaussian import SHRINKAGES
+    from lifelong.methods.gaussian import ALPHAS, SHRINKAGES
 
     stream = with_val(stream)
     learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
                                                                     {"epochs": 1, "rank": 4}))
     learner.learn(stream.tasks[0])
-    first = learner.hits.clone()
+    first, first_loglik = learner.hits.clone(), learner.loglik.clone()
     assert first.max() <= len(stream.tasks[0].val) and first.sum() > 0
+    x0 = learner._class_feature(stream.tasks[0].val.inputs)
+    assert first_loglik[2, 1] == learner.classes.log_density(x0, stream.tasks[0].val.labels, SHRINKAGES[1], ALPHAS[2])
     learner.learn(stream.tasks[1])
     assert (learner.hits >= first).all() and learner.hits.sum() > first.sum()  # summed over tasks
-    s, t, b = (int(i) for i in torch.unravel_index(learner.hits.argmax(), learner.hits.shape))
-    assert learner.mixture == (SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b])
-    assert learner.chosen() == {**dict(zip(("shrinkage", "temperature", "beta"), learner.mixture)), "epochs": [1, 1]}
+    assert not torch.equal(learner.loglik, first_loglik)
+    a, s = (int(i) for i in torch.unravel_index(learner.loglik.argmax(), learner.loglik.shape))
+    t, b = (int(i) for i in torch.unravel_index(learner.hits[a, s].argmax(), learner.hits[a, s].shape))
+    assert learner.mixture == (ALPHAS[a], SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b])
+    assert learner.chosen() == {**dict(zip(("alpha", "shrinkage", "temperature", "beta"), learner.mixture)),
+                                "epochs": [1, 1]}
     # the val split is held out of training: the class model counts only the training examples
     assert learner.classes.counts.tolist() == [float(len(stream.tasks[0].train)) / 2] * 4
     learner.save(tmp_path / "m")
     again = methods.get("adapters").load(tmp_path / "m", enc)
-    assert torch.equal(again.hits, learner.hits) and again.mixture == learner.mixture
+    assert torch.equal(again.hits, learner.hits) and torch.equal(again.loglik, learner.loglik)
+    assert again.mixture == learner.mixture
     assert again.epochs_trained == [1, 1]
     # task scores are log-posteriors: at the sharpest temperature the runner-up must not underflow to a tie
     learner.hits.zero_()
-    learner.hits[0, 0, 0] = 1  # temperature 2^-6
+    learner.hits[:, :, 0, 0] = 1  # temperature 2^-6
     x = [t for task in stream for t in task.test.inputs]
     _, task_scores = learner.predict_routed(x)
     assert torch.isfinite(task_scores).all() and (task_scores <= 0).all()  # log-probabilities, not probabilities
@@ -288,6 +296,7 @@ def test_accuracy_given_the_task_runs_only_that_tasks_adapter(enc, stream):
 
 
 def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
+    from lifelong.methods.gaussian import dequantize_rows, quantize_rows
     from lifelong.methods.topblock import refit, top_features
 
     cls = methods.get("adapters")
@@ -299,7 +308,7 @@ def test_head_is_refit_on_the_frozen_quantised_adapter(enc, stream):
     learner.top.set_active(0)
     again = refit(top_features(learner.top, hidden), task.train.labels, len(task.classes), learner.config,
                   learner.config.seed)
-    assert torch.equal(learner.heads[0].weight, again.weight.detach().half().float())
+    assert torch.equal(learner.heads[0].weight, dequantize_rows(*quantize_rows(again.weight.detach())).float())
     torch.manual_seed(0)
     plain = cls(enc, methods.config_from_dict(cls.Config, {"epochs": 2, "rank": 4, "refit_head": False}))
     plain.learn(task)

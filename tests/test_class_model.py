@@ -1,6 +1,8 @@
 """The Gaussian class model (LDA from additive statistics), `held_out`, the routing mixture, the evaluation loop's
 task-given and routing fields, and the `lda` and `probe` methods end to end."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,15 @@ import torch.nn.functional as F
 from lifelong import evaluation, methods, routing
 from lifelong.data.task import Examples, Task
 from lifelong.methods.base import held_out
-from lifelong.methods.gaussian import SHRINKAGES, GaussianClassModel, dequantize_rows, quantize_rows
+from lifelong.methods.gaussian import (
+    ALPHAS,
+    SHRINKAGES,
+    GaussianClassModel,
+    dequantize_nibbles,
+    dequantize_rows,
+    quantize_nibbles,
+    quantize_rows,
+)
 
 FP16_REL = 2.0**-11  # half an fp16 ulp, relative, for normal numbers
 FP16_SUB = 2.0**-25  # half an fp16 ulp, absolute, for subnormal numbers
@@ -106,22 +116,25 @@ def test_projection_only_when_wider_than_max_dim_and_seeded():
     assert torch.equal(GaussianClassModel(16, max_dim=16).transform(x[:, :16]), F.normalize(x[:, :16].double(), dim=-1))
 
 
-@pytest.mark.parametrize("in_dim,max_dim", [(12, 1024), (40, 16)])
-def test_state_round_trip_gives_an_identical_model(in_dim, max_dim):
+@pytest.mark.parametrize("in_dim,max_dim,rank", [(12, 1024, 0), (40, 16, 0), (40, 16, 2), (13, 13, 3)])
+def test_state_round_trip_gives_an_identical_model(in_dim, max_dim, rank):
     x, y, _ = blobs(dim=in_dim)
-    model = fit(GaussianClassModel(in_dim, max_dim, seed=5), x, y, TASKS)
-    again = GaussianClassModel(in_dim, max_dim, seed=5)
+    model = fit(GaussianClassModel(in_dim, max_dim, seed=5, rank=rank), x, y, TASKS)
+    again = GaussianClassModel(in_dim, max_dim, seed=5, rank=rank)
     again.load_shared(model.shared_state())
     again.load_classes(model.class_state())
-    per_task = GaussianClassModel(in_dim, max_dim, seed=5)  # classes stored task by task, as `adapters` does
+    per_task = GaussianClassModel(in_dim, max_dim, seed=5, rank=rank)  # classes stored task by task, as `adapters` does
     per_task.load_shared(model.shared_state())
     for start, stop in ((0, 2), (2, 4), (4, None)):
         per_task.load_classes(model.class_state(start, stop))
     for m in (again, per_task):
         assert torch.equal(m.means, model.means) and torch.equal(m.counts, model.counts)
         assert torch.equal(m.covariance, model.covariance) and m.dof == model.dof
+        assert torch.equal(m.directions(), model.directions()) and torch.equal(m.variances, model.variances)
         for shrink in SHRINKAGES:
-            assert torch.equal(m.logits(x, shrink), model.logits(x, shrink))
+            for alpha in ALPHAS:
+                assert torch.equal(m.logits(x, shrink, alpha), model.logits(x, shrink, alpha))
+        assert {k: (tuple(v.shape), v.dtype) for k, v in model.class_state(0, 2).items()} == model.class_shapes(2)
         assert torch.equal(m.nearest_cosine(m.transform(x)), model.nearest_cosine(model.transform(x)))
 
 
@@ -162,6 +175,81 @@ def test_quantized_rows_are_within_half_a_step():
     assert (err.amax(1) > 0.4 * scale.double()).all()  # the bound is met, not loose (rounding, not truncation)
     zq, zs = quantize_rows(torch.zeros(2, 4, dtype=torch.float64))
     assert torch.equal(dequantize_rows(zq, zs), torch.zeros(2, 4, dtype=torch.float64))
+
+
+def test_nibbles_are_4_bit_levels_packed_two_per_byte():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 25, generator=g, dtype=torch.float64) * torch.tensor([1e-3, 1.0, 50.0])[:, None, None]
+    packed, step = quantize_nibbles(x)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 2, 13) and step.shape == (3, 2)
+    y = dequantize_nibbles(packed, step, 25)
+    levels = y / step.double()[..., None] - 0.5  # whole numbers from -8 to 7
+    assert torch.equal(levels, levels.round()) and levels.min() >= -8 and levels.max() <= 7
+    inside = (x / step.double()[..., None]).abs() < 7.5  # not clipped: within half a step
+    assert ((y - x).abs()[inside] <= step.double()[..., None].expand_as(x)[inside] / 2 * (1 + 1e-6)).all()
+    assert torch.equal(quantize_nibbles(x)[0], packed)  # deterministic
+    rel = (y - x).norm(dim=-1) / x.norm(dim=-1)
+    assert (rel < 0.2).all()  # about 0.1 for Gaussian values at the MSE-optimal step
+
+
+def test_class_directions_score_each_class_under_its_own_covariance():
+    """Woodbury scores equal the Gaussian log density under Sigma_c = (1 - alpha) Sigma_shrunk + alpha U_c U_c^T,
+    computed directly, up to a constant per row; alpha 0 is LDA; `log_density` is that density, summed."""
+    x, y, _ = blobs(num_classes=6, per_class=30, dim=10, noise=0.3)
+    lda = fit(GaussianClassModel(10), x, y, TASKS)
+    model = fit(GaussianClassModel(10, rank=2), x, y, TASKS)
+    assert torch.equal(model.means, lda.means) and torch.equal(model.covariance, lda.covariance)  # same pooling
+    z = model.transform(x)
+    for shrink in (0.3, 1e-2):
+        assert torch.allclose(model.scores(z, shrink, 0.0), lda.scores(z, shrink), rtol=0, atol=1e-9)
+        values, vectors = torch.linalg.eigh(model.covariance)
+        values = values.clamp_min(0)
+        shrunk = vectors @ torch.diag((1 - shrink) * values + shrink * values.mean()) @ vectors.T
+        for alpha in (0.1, 0.5):
+            u = model.directions() * (alpha * model.variances.double()).sqrt()[..., None]
+            dens = torch.stack([torch.distributions.MultivariateNormal(
+                model.means[c], (1 - alpha) * shrunk + u[c].T @ u[c]).log_prob(z) for c in range(6)], 1)
+            diff = model.scores(z, shrink, alpha) - dens
+            assert torch.allclose(diff, diff[:, :1].expand_as(diff), rtol=0, atol=1e-6)  # a constant per row
+            own = dens.gather(1, y[:, None]).sum() + len(z) * 5 * math.log(2 * math.pi)
+            assert model.log_density(z, y, shrink, alpha) == pytest.approx(float(own), rel=1e-9)
+    # the stored directions are the top eigenvectors of each class's own scatter, to 4-bit precision
+    c = 4
+    zc = z[y == c] - z[y == c].mean(0)
+    values, vectors = torch.linalg.eigh(zc.T @ zc)
+    for i in range(2):
+        assert abs(float(F.cosine_similarity(model.directions()[c, i], vectors[:, -1 - i], dim=0))) > 0.95
+        assert float(model.variances[c, i]) == pytest.approx(float(values[-1 - i]) / (30 - 1), rel=1e-5)
+
+
+def test_class_directions_help_when_classes_vary_differently():
+    """Two classes share a mean but vary along different axes: LDA, with one pooled covariance, cannot tell them
+    apart; each class's own direction can."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.zeros(8, dtype=torch.float64)
+    base[0] = 5.0
+    n = 200
+    a = base + 0.02 * torch.randn(n, 8, generator=g, dtype=torch.float64)
+    b = base + 0.02 * torch.randn(n, 8, generator=g, dtype=torch.float64)
+    a[:, 1] += torch.randn(n, generator=g, dtype=torch.float64)  # class 0 varies along axis 1, class 1 along 2
+    b[:, 2] += torch.randn(n, generator=g, dtype=torch.float64)
+    x, y = torch.cat([a, b]), torch.arange(2).repeat_interleave(n)
+    lda = fit(GaussianClassModel(8), x, y, [[0], [1]])
+    model = fit(GaussianClassModel(8, rank=1), x, y, [[0], [1]])
+    acc = (model.logits(x, 1e-2, 0.5).argmax(1) == y).double().mean()
+    # at alpha 0.5 a class's variance along its own axis is 3 times the other's: the Bayes rule |x1| > |x2| is
+    # right 2/3 of the time (an angle of 60 of 90 degrees); LDA is at chance
+    assert acc > 0.6 and (lda.logits(x, 1e-2).argmax(1) == y).double().mean() < 0.56
+
+
+def test_per_class_statistics_of_shards_add_up():
+    x, y, _ = blobs(dim=12)
+    model = GaussianClassModel(12, rank=2)
+    whole = model.task_statistics(x, y, list(range(6)))
+    halves = [model.task_statistics(x[i::2], y[i::2], list(range(6))) for i in (0, 1)]
+    assert whole[2].shape == (6, 12, 12)
+    for w, a, b in zip(whole, *halves):
+        assert torch.allclose(w, a + b, rtol=1e-6, atol=1e-6)
 
 
 # -- held_out ------------------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_adapters_run_reports_file_bytes_and_routing(tiny_backbone, intents_json
     assert res["file_bytes_per_task"] == [(out / "model" / f).stat().st_size for f in files[2:]]
     assert set(res["stored_bytes"][0]) == {"adapter", "head", "classes", "shared"}
     assert res["shared_bytes"] == res["stored_bytes"][-1]["shared"] > 0
-    assert set(res["chosen"]) == {"shrinkage", "temperature", "beta", "epochs"}  # chosen inside learn
+    assert set(res["chosen"]) == {"alpha", "shrinkage", "temperature", "beta", "epochs"}  # chosen inside learn
     assert res["chosen"]["epochs"] == [1, 1]
 
 

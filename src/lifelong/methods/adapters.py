@@ -1,18 +1,21 @@
 """One tiny adapter per task, stored at 1 bit per weight; routed without a task id (the `lifelong` learner).
 
 Per task: a fresh adapter in the top blocks of the frozen backbone and a classifier over that task's classes are
-trained on the task's data, then frozen: the adapter is quantised and packed, the head kept in fp16. Nothing
+trained on the task's data, then frozen: the adapter is quantised and packed, the head kept in int8 rows. Nothing
 learned earlier changes, so isolation is exact. Beside them, one global class model over every seen class (class
-means and a shared covariance, methods/gaussian.py) grows with each task, exactly as if fitted on all tasks at
+means, each class's own top within-class directions and a shared covariance, methods/gaussian.py) grows with each task, exactly as if fitted on all tasks at
 once. At inference its class posteriors pick the top-k tasks, those tasks' adapters run on the shared hidden states
 of the frozen lower blocks, and global posteriors and adapted heads are mixed (routing.py).
 
 The class model reads the frozen pass's pooled final feature and every block's pooled output (`class_features`),
 which the pass computes anyway: when tasks share a domain, the lower blocks tell related classes apart where the
-final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs (the shrinkage,
-the posterior temperature, how much the adapted heads count within a task) is chosen on held-out data of each task
-as it is learned (the task's val split, else a tenth of its training data held out of adapter and head), by hits
-counted per candidate and summed over tasks: no example is kept and no constant is fitted to a benchmark. """
+final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs is chosen on
+held-out data of each task as it is learned (the task's val split, else a tenth of its training data held out of
+adapter and head), summed over tasks: the class model's shrinkage and the weight of each class's own directions by
+held-out log-likelihood (how well it models unseen examples of its classes; hits barely move with them, because the
+newest task's held-out data competes only with the classes seen so far), then the posterior temperature and how
+much the adapted heads count within a task by held-out hits. No example is kept and no constant is fitted to a
+benchmark. """
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from ..errors import LifelongError
 from ..io import atomic_dir
 from . import register
 from .base import Learner, held_out
-from .gaussian import SHRINKAGES, GaussianClassModel
+from .gaussian import ALPHAS, SHRINKAGES, GaussianClassModel, dequantize_rows, quantize_rows
 from .settings import Count, Positive, config_from_dict
 from .topblock import (
     AdapterTrainConfig,
@@ -49,13 +52,15 @@ from .topblock import (
 @dataclass
 class AdaptersConfig(AdapterTrainConfig):
     top_k: Positive = 2  # tasks whose adapters run per query
-    max_dim: Count = 960  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
+    max_dim: Count = 768  # width of the class model's feature (wider ones are randomly projected; bounds its bytes)
+    class_rank: Count = 2  # each class's own top within-class directions in the class model (4-bit; 0: LDA)
     refit_head: bool = True  # retrain the task's head on the frozen, quantised adapter's features (see topblock.refit)
     patience: Count = 1  # epochs (up to `epochs`) chosen on held-out data: stop after this many without gain (0: all)
 
 
 CLASS_FEATURE = -1  # the memo's tag of the class model's feature (tasks' adapted outputs are tagged 0, 1, ...)
-FORMAT = 3  # learner.json format: 3 = class model over every block's pooled output (2: over the top two; 1: prototypes)
+FORMAT = 4  # learner.json format: 4 = class directions and int8 heads (3: every block's pooled output; 2: the top
+# two; 1: prototypes)
 
 
 @register
@@ -70,24 +75,31 @@ class Adapters(Learner):
         self.top = AdaptedTop(backbone.model, self.config.adapter_config())
         self.cache = SplitCache(backbone, self.top.split)
         self.classes = GaussianClassModel(backbone.dim + sum(backbone.level_dims), self.config.max_dim,
-                                          self.config.seed)
+                                          self.config.seed, self.config.class_rank)
         self.packed: list[dict[str, torch.Tensor]] = []
         self.heads: list[nn.Linear] = []
+        self.head_files: list[dict[str, torch.Tensor]] = []  # each head as stored (see `_add_task`)
         self.offsets: list[int] = []  # first global class id of each task (a task's classes are contiguous)
         self.task_of_class = torch.zeros(0, dtype=torch.long)
-        # held-out hits per (shrinkage, temperature, mixture), summed over tasks: what the mixture settings are
-        # chosen by (see routing.py)
-        self.hits = torch.zeros(len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS), dtype=torch.float64)
+        # held-out log-likelihood per (alpha, shrinkage) of the class model, and held-out hits per (alpha, shrinkage,
+        # temperature, beta), summed over tasks: what the settings are chosen by (see `mixture`)
+        self.loglik = torch.zeros(len(ALPHAS), len(SHRINKAGES), dtype=torch.float64)
+        self.hits = torch.zeros(len(ALPHAS), len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS),
+                                dtype=torch.float64)
         self.epochs_trained: list[int] = []  # per task, as chosen on its held-out data (see topblock.BestOnHeldOut)
 
     @property
-    def mixture(self) -> tuple[float, float, float]:
-        """(shrinkage, temperature, beta) with the most held-out hits so far (the first, on a tie)."""
-        s, t, b = (int(i) for i in torch.unravel_index(self.hits.argmax(), self.hits.shape))
-        return SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b]
+    def mixture(self) -> tuple[float, float, float, float]:
+        """(alpha, shrinkage) of the class model with the highest held-out log-likelihood, then (temperature, beta)
+        with the most held-out hits under it (the first, on a tie: with no held-out data, LDA at the strongest
+        shrinkage)."""
+        a, s = (int(i) for i in torch.unravel_index(self.loglik.argmax(), self.loglik.shape))
+        t, b = (int(i) for i in torch.unravel_index(self.hits[a, s].argmax(), self.hits[a, s].shape))
+        return ALPHAS[a], SHRINKAGES[s], routing.TEMPERATURES[t], routing.BETAS[b]
 
     def chosen(self) -> dict:
-        return {**dict(zip(("shrinkage", "temperature", "beta"), self.mixture)), "epochs": list(self.epochs_trained)}
+        return {**dict(zip(("alpha", "shrinkage", "temperature", "beta"), self.mixture)),
+                "epochs": list(self.epochs_trained)}
 
     # -- learning -------------------------------------------------------------------------------------------
     def _learn(self, task) -> None:
@@ -103,17 +115,21 @@ class Adapters(Learner):
             head = refit(top_features(self.top, hidden, shared=True), train.labels - offset, len(task.classes),
                          self.config, self.config.seed + task.index)
         stats = self.classes.task_statistics(self.cache.class_input(train.inputs), train.labels, task.classes)
-        self._add_task(packed, {"weight": head.weight.detach(), "bias": head.bias.detach()}, offset)
+        weight, scale = quantize_rows(head.weight.detach())
+        self._add_task(packed, {"weight": weight, "scale": scale, "bias": head.bias.detach().half()}, offset)
         self.classes.add(*stats)
+        del stats  # a task's per-class second moments: not held while the held-out data is scored
         self._count_hits(held)
         self.cache.drop(list(train.inputs) + list(held.inputs))
 
     def _add_task(self, packed, head_state, offset, bank: bool = False) -> None:
-        """Append a finished task; the head is rounded to fp16 now so memory matches the file."""
+        """Append a finished task; its head as stored (int8 rows with a scale each, fp16 bias) is kept beside the
+        layer computed from it, so memory matches the file and saving it again writes the same bytes."""
         if bank:
             self.top.add_packed(packed)
         self.packed.append(packed)
-        w, b = head_state["weight"].half().float(), head_state["bias"].half().float()
+        self.head_files.append(head_state)
+        w, b = dequantize_rows(head_state["weight"], head_state["scale"]).float(), head_state["bias"].float()
         head = nn.Linear(w.shape[1], w.shape[0])
         head.load_state_dict({"weight": w, "bias": b})
         head.requires_grad_(False)
@@ -127,15 +143,20 @@ class Adapters(Learner):
         if len(held) == 0:
             return
         x = self._class_feature(held.inputs)
-        raw = [self.classes.scores(x, shrink) for shrink in SHRINKAGES]  # each shrinkage's scores, once
-        routes = {(s, t): self._route(scores, temperature)
-                  for s, scores in enumerate(raw) for t, temperature in enumerate(routing.TEMPERATURES)}
+        settings = [(a, s) for a in range(len(ALPHAS)) for s in range(len(SHRINKAGES))
+                    if ALPHAS[a] == 0 or self.classes.rank]
+        for a, s in settings:
+            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a])
+        if not self.classes.rank:  # alpha has no effect: never chosen over alpha = 0
+            self.loglik[1:] = float("-inf")
+        routes = {(a, s, t): self._route(self.classes.scores(x, SHRINKAGES[s], ALPHAS[a]), temperature)
+                  for a, s in settings for t, temperature in enumerate(routing.TEMPERATURES)}
         # each task's head runs only on the rows some candidate setting routes to it
         logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
-        for (s, t), (log_post, task_post, routed) in routes.items():
+        for (a, s, t), (log_post, task_post, routed) in routes.items():
             for b, beta in enumerate(routing.BETAS):
                 scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
-                self.hits[s, t, b] += float((scores.argmax(1) == held.labels).sum())
+                self.hits[a, s, t, b] += float((scores.argmax(1) == held.labels).sum())
 
     # -- inference ------------------------------------------------------------------------------------------
     def _class_feature(self, inputs) -> torch.Tensor:
@@ -175,8 +196,8 @@ class Adapters(Learner):
         under the class model [n, T] (for routing accuracy; in log space, where a sharp temperature cannot
         flatten the runners-up to a tie at zero)."""
         inputs = list(inputs)
-        shrink, temperature, beta = self.mixture
-        log_post, task_post, routed = self._route(self.classes.scores(self._class_feature(inputs), shrink),
+        alpha, shrink, temperature, beta = self.mixture
+        log_post, task_post, routed = self._route(self.classes.scores(self._class_feature(inputs), shrink, alpha),
                                                   temperature)
         # the top task's adapter first; a runner-up's only where it can matter (routing.needed)
         first = routing.routed_mask(task_post, 1)
@@ -220,13 +241,13 @@ class Adapters(Learner):
     # -- what is stored -------------------------------------------------------------------------------------
     def task_state(self, t: int) -> dict[str, torch.Tensor]:
         out = {f"adapter.{k}": v for k, v in self.packed[t].items()}
-        out["head.weight"] = self.heads[t].weight.detach().half()
-        out["head.bias"] = self.heads[t].bias.detach().half()
+        out.update({f"head.{k}": v for k, v in self.head_files[t].items()})
         out.update(self.classes.class_state(self.offsets[t], self.offsets[t] + self.heads[t].out_features))
         return out
 
     def shared_state(self) -> dict[str, torch.Tensor]:
-        return {**self.classes.shared_state(), "shared.held_out_hits": self.hits.float()}
+        return {**self.classes.shared_state(), "shared.held_out_hits": self.hits.float(),
+                "shared.held_out_loglik": self.loglik}
 
     def state(self):
         per_task = {f"{k.split('.', 1)[0]}.t{t}.{k.split('.', 1)[1]}": v
@@ -285,6 +306,7 @@ class Adapters(Learner):
         try:
             learner.classes.load_shared(shared)
             learner.hits = shared["shared.held_out_hits"].double().reshape(learner.hits.shape)
+            learner.loglik = shared["shared.held_out_loglik"].double().reshape(learner.loglik.shape)
         except (KeyError, ValueError, RuntimeError) as e:
             raise LifelongError(f"{path / meta['shared']['name']}: unexpected contents ({e})") from None
         expected = learner.top.expected()
@@ -294,7 +316,7 @@ class Adapters(Learner):
                                     "tasks' class counts")
             tensors = _read_checked(path, entry)
             adapter, head = _split_task_file(path / entry["name"], tensors, expected, backbone.dim,
-                                             learner.classes.dim)
+                                             learner.classes)
             learner._add_task(adapter, head, offset, bank=True)
             learner.classes.load_classes(tensors)
         learner.num_classes = len(learner.task_of_class)  # from the task files, which the checksums vouch for
@@ -318,7 +340,7 @@ def _read_checked(path: Path, entry: dict) -> dict[str, torch.Tensor]:
         raise LifelongError(f"{file}: not a valid safetensors file ({e})") from None
 
 
-def _split_task_file(file, tensors, expected, dim, class_dim):
+def _split_task_file(file, tensors, expected, dim, classes: GaussianClassModel):
     adapter = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
     for k, (shape, dtype) in expected.items():
         if k not in adapter:
@@ -328,13 +350,17 @@ def _split_task_file(file, tensors, expected, dim, class_dim):
                                 f"expected {shape} {dtype} (different adapter settings or backbone)")
     if set(adapter) != set(expected):
         raise LifelongError(f"{file}: unexpected adapter tensors {sorted(set(adapter) - set(expected))}")
-    for k in ("head.weight", "head.bias", "classes.means", "classes.scale", "classes.counts"):
-        if k not in tensors:
-            raise LifelongError(f"{file}: missing tensor {k!r}")
-    w, means = tensors["head.weight"], tensors["classes.means"]
-    k = w.shape[0] if w.ndim == 2 else -1
-    if (w.ndim != 2 or w.shape[1] != dim or tuple(means.shape) != (k, class_dim) or means.dtype != torch.int8
-            or any(tuple(tensors[n].shape) != (k,) for n in ("head.bias", "classes.scale", "classes.counts"))):
-        raise LifelongError(f"{file}: head/class-mean shapes {tuple(w.shape)}/{tuple(means.shape)} do not fit a "
-                            f"{dim}-wide backbone and a {class_dim}-wide class model")
-    return adapter, {"weight": w.float(), "bias": tensors["head.bias"].float()}
+    w = tensors.get("head.weight")
+    if w is None or w.ndim != 2:
+        raise LifelongError(f"{file}: missing tensor 'head.weight' or not a matrix")
+    k = w.shape[0]
+    shapes = {"head.weight": ((k, dim), torch.int8), "head.scale": ((k,), torch.float32),
+              "head.bias": ((k,), torch.float16), **classes.class_shapes(k)}
+    for name, (shape, dtype) in shapes.items():
+        if name not in tensors:
+            raise LifelongError(f"{file}: missing tensor {name!r}")
+        if tuple(tensors[name].shape) != shape or tensors[name].dtype != dtype:
+            raise LifelongError(f"{file}: tensor {name!r} has shape {tuple(tensors[name].shape)} "
+                                f"{tensors[name].dtype}, expected {shape} {dtype} for a {dim}-wide backbone and a "
+                                f"{classes.dim}-wide class model")
+    return adapter, {"weight": w, "scale": tensors["head.scale"], "bias": tensors["head.bias"]}
