@@ -327,8 +327,9 @@ def test_adapters_on_images_class_model_reads_every_block(effnet, image_stream):
     task = image_stream.tasks[0]
     learner.learn(task)
     _, pooled, levels = effnet.encode_split(task.train.inputs, learner.top.split)
-    # 1280 pooled + 1808 block outputs = 3088 wide, randomly projected to the 960 that keep the covariance < 1 MB
-    assert learner.classes.dim == 960 and learner.classes.projection.shape == (3088, 960)
+    # 1280 pooled + 1808 block outputs = 3088 wide, randomly projected to the 768 that keep the covariance < 1 MB
+    # and a task's class means and directions within its budget
+    assert learner.classes.dim == 768 and learner.classes.projection.shape == (3088, 768)
     feats = class_features(pooled, levels, effnet.level_dims)
     assert feats.shape == (len(pooled), 3088) and torch.allclose(learner.cache.class_input(task.train.inputs), feats)
     assert torch.allclose(feats.norm(dim=1), torch.full((len(pooled),), 17 ** 0.5))  # 17 parts, each unit-normalised

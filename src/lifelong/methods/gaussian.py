@@ -78,7 +78,7 @@ class GaussianClassModel:
 
     def __init__(self, in_dim: int, max_dim: int = 960, seed: int = 0, rank: int = 0):
         self.dim = min(in_dim, max_dim) if max_dim else in_dim
-        self.rank = rank
+        self.rank = min(rank, self.dim)
         self.projection = None
         if self.dim < in_dim:
             g = torch.Generator().manual_seed(seed)
