@@ -3,14 +3,15 @@
 Per task: a fresh adapter in the top blocks of the frozen backbone and a classifier over that task's classes are
 trained on the task's data, then frozen: the adapter is quantised and packed, the head kept in int8 rows. Nothing
 learned earlier changes, so isolation is exact. Beside them, one global class model over every seen class (class
-means, each class's own top within-class directions and a shared covariance, methods/gaussian.py) grows with each task, exactly as if fitted on all tasks at
-once. At inference its class posteriors pick the top-k tasks, those tasks' adapters run on the shared hidden states
-of the frozen lower blocks, and global posteriors and adapted heads are mixed (routing.py).
+means, each class's own top within-class directions and a shared covariance, methods/gaussian.py) grows with each
+task, exactly as if fitted on all tasks at once. At inference its class posteriors pick the top-k tasks, those
+tasks' adapters run on the shared hidden states of the frozen lower blocks, and global posteriors and adapted heads
+are mixed (routing.py).
 
 The class model reads the frozen pass's pooled final feature and every block's pooled output (`class_features`),
 which the pass computes anyway: when tasks share a domain, the lower blocks tell related classes apart where the
-final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs is chosen on
-held-out data of each task as it is learned (the task's val split, else a tenth of its training data held out of
+final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs is
+chosen on held-out data of each task as it is learned (the task's val split, else a tenth of its training data held out of
 adapter and head), summed over tasks: the class model's shrinkage and the weight of each class's own directions by
 held-out log-likelihood (how well it models unseen examples of its classes; hits barely move with them, because the
 newest task's held-out data competes only with the classes seen so far), then the posterior temperature and how

@@ -3,22 +3,22 @@ analysis) on unit-normalised frozen features, optionally with each class's own t
 the shared covariance, kept without any example.
 
 Why this model: in class-incremental learning each class arrives in exactly one task, so a task contributes its
-classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T (from sums of x and of
-x x^T, so that shards of a task add up too), and the model after task i is the one fitted jointly on tasks 0..i
-(up to the fp16 rounding of the stored covariance). It scores every seen class
-against every other, so it can tell apart related classes that arrived in different tasks better than a nearest-
-prototype router (which ignores how features vary within classes). Its state is d x d (d <= `max_dim`), where ridge on
-random features (RanPAC's head) keeps a 2048 x 2048 Gram matrix for about the same accuracy. What `adapters` gives
-it is every block's pooled output, each part unit-normalised: when tasks share a domain the lower layers separate
-related classes the final feature blurs. The comparisons (final feature alone, two layers, all six, projected or
-not, other covariance shapes) are in BENCHMARKS.md, issue 11.
+classes' sums and counts and its own within-class scatter sum (x - mean)(x - mean)^T (from sums of x and of x x^T,
+so that shards of a task add up too), and the model after task i is the one fitted jointly on tasks 0..i (up to the
+fp16 rounding of the stored covariance). It scores every seen class against every other, so it can tell apart
+related classes that arrived in different tasks better than a nearest-prototype router (which ignores how features
+vary within classes). Its state is d x d (d <= `max_dim`), where ridge on random features (RanPAC's head) keeps a
+2048 x 2048 Gram matrix for about the same accuracy. What `adapters` gives it is every block's pooled output, each
+part unit-normalised: when tasks share a domain the lower layers separate related classes the final feature blurs.
+The comparisons (final feature alone, two layers, all six, projected or not, other covariance shapes) are in
+BENCHMARKS.md, issue 11.
 
 Features wider than `max_dim` are first projected by a fixed seeded Gaussian matrix (regenerated from the seed,
-never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim`
-bounds it (960 for `lda`; 768 for `adapters`, whose per-task bytes also pay for each class's mean and directions at
-that width) (upper triangle, fp16; fp16 covariance and int8 means change accuracy by no measurable amount:
-BENCHMARKS.md, issue 11). The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data
-(see `SHRINKAGES`).
+never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` bounds
+it (upper triangle, fp16; fp16 covariance and int8 means change accuracy by no measurable amount: BENCHMARKS.md,
+issue 11): 960 wide for `lda`, 768 for `adapters`, whose per-task bytes also pay for each class's mean and
+directions at that width. The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data (see
+`SHRINKAGES`).
 
 Why a class's own directions (`rank` > 0): one covariance for every class is LDA's assumption, and it is what
 separates LDA from a discriminative probe on the same features (classes of related intents differ in how they vary,
