@@ -11,12 +11,12 @@ are mixed (routing.py).
 The class model reads the frozen pass's pooled final feature and every block's pooled output (`class_features`),
 which the pass computes anyway: when tasks share a domain, the lower blocks tell related classes apart where the
 final feature blurs them (measured in methods/gaussian.py and BENCHMARKS.md, issue 11). What the mixture needs is
-chosen on held-out data of each task as it is learned (the task's val split, else a tenth of its training data held out of
-adapter and head), summed over tasks: the class model's shrinkage and the weight of each class's own directions by
-held-out log-likelihood (how well it models unseen examples of its classes; hits barely move with them, because the
-newest task's held-out data competes only with the classes seen so far), then the posterior temperature and how
-much the adapted heads count within a task by held-out hits. No example is kept and no constant is fitted to a
-benchmark. """
+chosen on held-out data of each task as it is learned (the task's val split, else a tenth of its training data held
+out of adapter and head), summed over tasks: the class model's shrinkage and the weight of each class's own
+directions by held-out log-likelihood (how well it models unseen examples of its classes; hits barely move with
+them, because the newest task's held-out data competes only with the classes seen so far), then the posterior
+temperature and how much the adapted heads count within a task by held-out hits. No example is kept and no constant
+is fitted to a benchmark."""
 
 from __future__ import annotations
 
@@ -85,6 +85,8 @@ class Adapters(Learner):
         # held-out log-likelihood per (alpha, shrinkage) of the class model, and held-out hits per (alpha, shrinkage,
         # temperature, beta), summed over tasks: what the settings are chosen by (see `mixture`)
         self.loglik = torch.zeros(len(ALPHAS), len(SHRINKAGES), dtype=torch.float64)
+        if not self.classes.rank:  # alpha has no effect without directions: never chosen over alpha = 0
+            self.loglik[1:] = float("-inf")
         self.hits = torch.zeros(len(ALPHAS), len(SHRINKAGES), len(routing.TEMPERATURES), len(routing.BETAS),
                                 dtype=torch.float64)
         self.epochs_trained: list[int] = []  # per task, as chosen on its held-out data (see topblock.BestOnHeldOut)
@@ -144,14 +146,13 @@ class Adapters(Learner):
         if len(held) == 0:
             return
         x = self._class_feature(held.inputs)
-        settings = [(a, s) for a in range(len(ALPHAS)) for s in range(len(SHRINKAGES))
-                    if ALPHAS[a] == 0 or self.classes.rank]
-        for a, s in settings:
-            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a])
-        if not self.classes.rank:  # alpha has no effect: never chosen over alpha = 0
-            self.loglik[1:] = float("-inf")
-        routes = {(a, s, t): self._route(self.classes.scores(x, SHRINKAGES[s], ALPHAS[a]), temperature)
-                  for a, s in settings for t, temperature in enumerate(routing.TEMPERATURES)}
+        routes = {}
+        for a, s in ((a, s) for a in range(len(ALPHAS)) for s in range(len(SHRINKAGES))
+                     if ALPHAS[a] == 0 or self.classes.rank):
+            raw = self.classes.scores(x, SHRINKAGES[s], ALPHAS[a])  # each setting's scores, once
+            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raw)
+            for t, temperature in enumerate(routing.TEMPERATURES):
+                routes[a, s, t] = self._route(raw, temperature)
         # each task's head runs only on the rows some candidate setting routes to it
         logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
         for (a, s, t), (log_post, task_post, routed) in routes.items():

@@ -17,8 +17,8 @@ Features wider than `max_dim` are first projected by a fixed seeded Gaussian mat
 never stored): the shared covariance is the one state that grows with the square of the width, and `max_dim` bounds
 it (upper triangle, fp16; fp16 covariance and int8 means change accuracy by no measurable amount: BENCHMARKS.md,
 issue 11): 960 wide for `lda`, 768 for `adapters`, whose per-task bytes also pay for each class's mean and
-directions at that width. The shrinkage of the covariance towards a scaled identity is chosen by the caller on held-out data (see
-`SHRINKAGES`).
+directions at that width. The shrinkage of the covariance towards a scaled identity is chosen by the caller on
+held-out data (see `SHRINKAGES`).
 
 Why a class's own directions (`rank` > 0): one covariance for every class is LDA's assumption, and it is what
 separates LDA from a discriminative probe on the same features (classes of related intents differ in how they vary,
@@ -210,11 +210,14 @@ class GaussianClassModel:
             out += 0.5 * w.sum(-1) - 0.5 * logdet
         return out
 
-    def log_density(self, x: torch.Tensor, labels: torch.Tensor, shrink: float, alpha: float = 0.0) -> float:
+    def log_density(self, x: torch.Tensor, labels: torch.Tensor, shrink: float, alpha: float = 0.0,
+                    scores: torch.Tensor | None = None) -> float:
         """Summed log density of features (`transform`ed) under their own classes' Gaussians, up to a constant
-        that depends on nothing chosen: how well a setting models held-out data, whatever the number of classes."""
+        that depends on nothing chosen: how well a setting models held-out data, whatever the number of classes.
+        `scores`: this setting's `scores` of x, where the caller has them already."""
         vectors, inverse = self._inverse(shrink, alpha)
-        own = self.scores(x, shrink, alpha).gather(1, labels[:, None]).squeeze(1)
+        scores = self.scores(x, shrink, alpha) if scores is None else scores
+        own = scores.gather(1, labels[:, None]).squeeze(1)
         quadratic = ((x @ vectors) ** 2 * inverse).sum(1)
         return float((own - 0.5 * quadratic).sum() + 0.5 * len(x) * inverse.log().sum())
 
