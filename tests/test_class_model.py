@@ -16,6 +16,7 @@ from lifelong.methods.gaussian import (
     GaussianClassModel,
     dequantize_nibbles,
     dequantize_rows,
+    eigh,
     quantize_nibbles,
     quantize_rows,
 )
@@ -222,6 +223,20 @@ def test_class_directions_score_each_class_under_its_own_covariance():
         assert float(model.variances[c, i]) == pytest.approx(float(values[-1 - i]) / (30 - 1), rel=1e-5)
 
 
+def test_eigh_gives_the_largest_pairs_of_a_full_decomposition():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 12, generator=g, dtype=torch.float64)
+    matrix = a.T @ a
+    values, vectors = torch.linalg.eigh(matrix)
+    top_values, top_vectors = eigh(matrix, 3)
+    assert top_values.shape == (3,) and top_vectors.shape == (12, 3)
+    assert torch.allclose(top_values, values[-3:], rtol=1e-12, atol=0)  # ascending, as torch gives them
+    assert torch.allclose((top_vectors * vectors[:, -3:]).sum(0).abs(), torch.ones(3, dtype=torch.float64))
+    all_values, all_vectors = eigh(matrix)
+    assert torch.allclose(all_values, values, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(all_vectors @ torch.diag(all_values) @ all_vectors.T, matrix, atol=1e-10)
+
+
 def test_class_directions_help_when_classes_vary_differently():
     """Two classes share a mean but vary along different axes: LDA, with one pooled covariance, cannot tell them
     apart; each class's own direction can."""
@@ -369,6 +384,21 @@ def test_mix_general_weights_by_hand():
         chain = tlp[:, TASK_OF[c]] + head[:, c] - head[:, cols].logsumexp(1)
         expected = (1 - beta) * log_post[:, c] + beta * chain
         assert torch.allclose(scores[:, c], expected, atol=1e-12, rtol=0)
+
+
+def test_mix_of_several_betas_at_once_equals_one_call_each():
+    """The learner scores every candidate beta in one call (held-out hits): each slice must be, bit for bit, what
+    its own call gives, or the chosen setting could differ from the one a single call would score."""
+    log_post, head = posteriors(seed=2)
+    log_post, head = log_post.float(), head.float()
+    tlp = routing.task_log_posterior(log_post, TASK_OF, 3)
+    routed = routing.routed_mask(tlp, 2)
+    betas = torch.tensor(routing.BETAS)[:, None, None]
+    log_a = routing.within_task(head, TASK_OF, 3)
+    many = routing.mix(log_post, tlp, head, TASK_OF, routed, betas, log_a)
+    assert many.shape == (len(routing.BETAS), *log_post.shape)
+    for b, beta in enumerate(routing.BETAS):
+        assert torch.equal(many[b], routing.mix(log_post, tlp, head, TASK_OF, routed, beta))
 
 
 @pytest.mark.parametrize("beta", routing.BETAS)

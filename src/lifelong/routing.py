@@ -52,10 +52,18 @@ def routed_mask(task_log_post: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(task_log_post, dtype=torch.bool).scatter_(1, index, True)
 
 
-def mix(log_post, task_log_post, head_logits, task_of_class, routed, beta: float) -> torch.Tensor:
+def within_task(head_logits, task_of_class, num_tasks: int) -> torch.Tensor:
+    """[n, C] log a_t(c|x): each task's adapted logits as a log-softmax over its own classes."""
+    return head_logits - group_logsumexp(head_logits, task_of_class, num_tasks)[:, task_of_class]
+
+
+def mix(log_post, task_log_post, head_logits, task_of_class, routed, beta, log_a=None) -> torch.Tensor:
     """[n, C] class log-scores (-inf outside the routed tasks). `head_logits` [n, C] holds each routed task's
-    adapted logits in its classes' columns (anything finite elsewhere)."""
-    log_a = head_logits - group_logsumexp(head_logits, task_of_class, task_log_post.shape[1])[:, task_of_class]
+    adapted logits in its classes' columns (anything finite elsewhere); `log_a`, their `within_task`, where the
+    caller has it already. `beta` a float, or a tensor [B, 1, 1] of several (then [B, n, C], each as one call
+    would give it: a learner scoring every candidate beta on the same rows)."""
+    if log_a is None:
+        log_a = within_task(head_logits, task_of_class, task_log_post.shape[1])
     scores = (1 - beta) * log_post + beta * (task_log_post[:, task_of_class] + log_a)
     return scores.masked_fill(~routed[:, task_of_class], float("-inf"))
 

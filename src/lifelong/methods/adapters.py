@@ -155,10 +155,11 @@ class Adapters(Learner):
                 routes[a, s, t] = self._route(raw, temperature)
         # each task's head runs only on the rows some candidate setting routes to it
         logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
+        log_a = routing.within_task(logits, self.task_of_class, len(self.heads))  # the same under every setting
+        betas = torch.tensor(routing.BETAS)[:, None, None]
         for (a, s, t), (log_post, task_post, routed) in routes.items():
-            for b, beta in enumerate(routing.BETAS):
-                scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, beta)
-                self.hits[a, s, t, b] += float((scores.argmax(1) == held.labels).sum())
+            scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, betas, log_a)
+            self.hits[a, s, t] += (scores.argmax(-1) == held.labels).sum(-1).double()
 
     # -- inference ------------------------------------------------------------------------------------------
     def _class_feature(self, inputs) -> torch.Tensor:
