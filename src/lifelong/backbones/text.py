@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .. import threads
 from ..devices import computing_in, frozen_dtype, resolve_device, train_dtype
 from ..errors import LifelongError
 from ..progress import Progress
@@ -78,11 +79,20 @@ class TextEncoder(nn.Module):
         return mean_pool(hidden, batch["attention_mask"]).cpu()  # heads live on the CPU (devices.py)
 
     def _length_sorted_batches(self, texts: Sequence[str]):
-        """(indices, tokenized batch) over texts sorted by length, so padding costs little."""
+        """Lists of (indices, tokenized batch) over texts sorted by length, so padding costs little; a list's
+        batches run at once in threads on a CPU (threads.py), each a worker's share of `batch_size`, so no more
+        is in flight at once than one batch in one thread (the tokenizer itself runs here: a fast tokenizer is not
+        to be called from two threads at once)."""
+        count = threads.workers(self.device)
+        size = max(1, self.batch_size // count)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            yield idx, self.tokenize([texts[i] for i in idx])
+        batches = [order[s : s + size] for s in range(0, len(order), size)]
+        for g in range(0, len(batches), count):
+            yield [(idx, self.tokenize([texts[i] for i in idx])) for idx in batches[g : g + count]]
+
+    def _frozen(self, batch, hidden_states: bool = False):
+        with computing_in(self.device, self.frozen_dtype):
+            return self.model(**batch, output_hidden_states=hidden_states)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
@@ -91,11 +101,14 @@ class TextEncoder(nn.Module):
         self.model.eval()
         out = torch.empty(len(texts), self.dim)
         bar = Progress(len(texts), "embed", "texts", enabled=progress)
-        for idx, batch in self._length_sorted_batches(texts):
-            with computing_in(self.device, self.frozen_dtype):
-                hidden = self.model(**batch).last_hidden_state
-            out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu()
-            bar.update(len(idx))
+
+        def one(batch) -> torch.Tensor:
+            return mean_pool(self._frozen(batch).last_hidden_state.float(), batch["attention_mask"]).cpu()
+
+        for group in self._length_sorted_batches(texts):
+            for (idx, _), pooled in zip(group, threads.run(one, [b for _, b in group])):
+                out[idx] = pooled
+                bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
         return out
@@ -115,17 +128,20 @@ class TextEncoder(nn.Module):
         hidden: list[torch.Tensor] = [None] * len(texts)
         pooled = torch.empty(len(texts), self.dim)
         levels = torch.empty(len(texts), sum(self.level_dims))
-        for idx, batch in self._length_sorted_batches(texts):
-            with computing_in(self.device, self.frozen_dtype):
-                out = self.model(**batch, output_hidden_states=True)
-            mask = batch["attention_mask"]
-            pooled[idx] = mean_pool(out.last_hidden_state.float(), mask).cpu()
-            levels[idx] = torch.cat([mean_pool(h.float(), mask) for h in out.hidden_states[1:]], dim=1).cpu()
+
+        def one(batch):
+            out, mask = self._frozen(batch, hidden_states=True), batch["attention_mask"]
             # one tensor per batch, each text's tokens a view into it (right padding): thousands of small cached
             # tensors between the batches' large freed buffers would pin the heap and grow memory task by task
-            lengths = mask.sum(1).tolist()
-            for i, part in zip(idx, out.hidden_states[split][mask.bool()].float().split(lengths)):
-                hidden[i] = part
+            return (mean_pool(out.last_hidden_state.float(), mask).cpu(),
+                    torch.cat([mean_pool(h.float(), mask) for h in out.hidden_states[1:]], dim=1).cpu(),
+                    out.hidden_states[split][mask.bool()].float().split(mask.sum(1).tolist()))
+
+        for group in self._length_sorted_batches(texts):
+            for (idx, _), (p, lv, parts) in zip(group, threads.run(one, [b for _, b in group])):
+                pooled[idx], levels[idx] = p, lv
+                for i, part in zip(idx, parts):
+                    hidden[i] = part
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:

@@ -119,7 +119,7 @@ class InfLoRA(Learner):
         hooks = [site.register_forward_pre_hook(recorder(g)) for g, site in self.readers.items()]
         try:
             hidden, _ = self.cache(list(texts))
-            top_features(forward, hidden)
+            top_features(forward, hidden, workers=1)  # the hooks add into one sum
         finally:
             for h in hooks:
                 h.remove()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from .. import distributed
+from .. import distributed, threads
 from ..adapters import AdaptedTop, AdapterConfig
 from ..backbones.cache import input_key, missing_keys
 from ..data.task import Examples
@@ -193,10 +193,12 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
 
 
 @torch.no_grad()
-def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: bool = False) -> torch.Tensor:
+def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: bool = False,
+                 workers: int | None = None) -> torch.Tensor:
     """`forward(h, mask) -> pooled` over cached hidden states in length-sorted chunks, rows in input order.
     `shared`: the same call on every rank (not inside `distributed.alone`), each computing its share of the rows
-    and all receiving every row."""
+    and all receiving every row. On a CPU `workers` chunks (default `threads.workers`) run at once in threads,
+    so `forward` must keep no state between calls (else pass 1)."""
     if shared and distributed.world() > 1:
         start, stop = distributed.share(len(hidden))
         part = top_features(forward, hidden[start:stop], chunk) if stop > start else None
@@ -205,8 +207,10 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: 
         part = part if part is not None else torch.empty(0, width // ranks)
         return distributed.gather_rows(part, len(hidden))
     order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
-    parts = [forward(*pad([hidden[i] for i in order[s : s + chunk]])) for s in range(0, len(order), chunk)]
-    feats = torch.cat(parts)
+    workers = threads.workers(hidden[0].device if hidden else None) if workers is None else workers
+    chunk = min(chunk, -(-len(order) // workers)) if workers > 1 else chunk  # a chunk for each worker
+    chunks = [order[s : s + chunk] for s in range(0, len(order), chunk)]
+    feats = torch.cat(threads.run(lambda rows: forward(*pad([hidden[i] for i in rows])), chunks, workers))
     out = torch.empty_like(feats)
     out[torch.tensor(order)] = feats
     return out
@@ -226,11 +230,12 @@ def fit_top(forward, cache: SplitCache, head: nn.Linear, task, groups: list[dict
         loss = F.cross_entropy(head(pooled)[:, -n:], labels - offset)
         return loss + extra() if extra is not None else loss
 
+    hidden, _ = cache(task.train.inputs)  # the frozen pass now, not inside the slices' threads
     lengths = None
     if getattr(cache.backbone, "modality", "text") == "text":  # batches of similar length pad little (training.py)
-        lengths = [len(h) for h in cache(task.train.inputs)[0]]
+        lengths = [len(h) for h in hidden]
     return fit(task.train, loss_fn, groups, config.epochs, config.batch_size, config.seed + task.index, desc=desc,
-               lengths=lengths, after_epoch=after_epoch)
+               lengths=lengths, after_epoch=after_epoch, workers=threads.workers(hidden[0].device if hidden else None))
 
 
 def refit(features: torch.Tensor, labels: torch.Tensor, classes: int, config, seed: int) -> nn.Linear:

@@ -10,7 +10,10 @@ the data, but pads to a length close to its own, so a text batch wastes little c
 With several processes (`distributed.world() > 1`) every rank draws the same batches (same seed), takes its
 contiguous slice of each (`distributed.share`) and computes the loss on it; the gradients, weighted by slice size,
 are summed over the ranks before the optimizer step, which is then the single-process step on the whole batch (up to
-float rounding) and the same step on every rank, so the weights stay identical everywhere (`_shared_step`).
+float rounding) and the same step on every rank, so the weights stay identical everywhere (`_sliced_step`). With
+`workers` > 1 a process's rows are cut the same way into slices computed at once in threads (threads.py), for a
+loss that draws no random numbers and shares no mutable state between calls (the top-block methods' eval-mode
+blocks).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .. import distributed
+from .. import distributed, threads
 from ..data.task import Examples
 from ..progress import Progress
 
@@ -51,9 +54,10 @@ def fit(
     weight_decay: float = 0.0,
     lengths: Sequence[int] | None = None,
     after_epoch: Callable[[int], bool] | None = None,
+    workers: int = 1,
 ) -> list[float]:
-    """Minimise `loss_fn` over `examples`; returns the mean loss of each epoch run. `lengths`: see the module doc.
-    `after_epoch(epoch)` runs after each epoch and may end training early by returning True."""
+    """Minimise `loss_fn` over `examples`; returns the mean loss of each epoch run. `lengths` and `workers`: see
+    the module doc. `after_epoch(epoch)` runs after each epoch and may end training early by returning True."""
     opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(examples)
@@ -61,13 +65,14 @@ def fit(
     bar = Progress(steps, desc, "steps")
     history = []
     shared = distributed.world() > 1
+    sliced = shared or workers > 1
     params = [p for group in opt.param_groups for p in group["params"]]
     with _rank_random(seed) if shared else contextlib.nullcontext():
         for epoch in range(epochs):
             total = 0.0
             for index in batch_order(n, batch_size, gen, lengths):
-                if shared:
-                    value = _shared_step(examples, index, loss_fn, params, opt)
+                if sliced:
+                    value = _sliced_step(examples, index, loss_fn, params, opt, workers)
                     total += value * len(index)
                     bar.update(1, loss=f"{value:.3f}")
                     continue
@@ -107,15 +112,16 @@ def _rank_random(seed: int):
         yield
 
 
-def _shared_step(examples: Examples, index: list[int], loss_fn, params: list[torch.Tensor], opt) -> float:
-    """One optimizer step on the global batch `index`, this rank computing the loss on its slice; returns the
-    batch's mean loss (the same on every rank).
+def _sliced_step(examples: Examples, index: list[int], loss_fn, params: list[torch.Tensor], opt,
+                 workers: int) -> float:
+    """One optimizer step on the global batch `index`, this rank computing the loss on its slice, cut into
+    `workers` slices computed at once; returns the batch's mean loss (the same on every rank).
 
-    Each rank backpropagates its slice's mean loss times slice / batch size, so the sum of the ranks' gradients is
-    the gradient of the whole batch's mean loss (a term that does not depend on the batch, a penalty, is counted
-    once in all: its weights sum to 1). One all-reduce per step carries every gradient, which parameters got one
-    (a parameter no rank's loss reached keeps no gradient, as in one process, and AdamW leaves it alone), and the
-    loss.
+    Each slice's mean loss is weighted by its share of the whole batch, so the sum of the slices' gradients over
+    threads and ranks is the gradient of the batch's mean loss (a term that does not depend on the batch, a
+    penalty, is counted once in all: its weights sum to 1). With several processes one all-reduce per step carries
+    every gradient, which parameters got one (a parameter no rank's loss reached keeps no gradient, as in one
+    process, and AdamW leaves it alone), and the loss.
 
     Why an all-reduce here and not DistributedDataParallel: `fit` trains whatever a method passes as parameter
     groups through a `loss_fn` closure (an adapter and a head over a cache, a whole backbone with an EWC penalty, a
@@ -125,23 +131,44 @@ def _shared_step(examples: Examples, index: list[int], loss_fn, params: list[tor
     adapters and heads trained here. The loss runs `alone`: each rank asks its caches for different inputs, so
     they must not share a pass (a rank lacking some rows embeds them itself)."""
     start, stop = distributed.share(len(index))
-    opt.zero_grad(set_to_none=True)
-    local = 0.0
-    if stop > start:
-        batch = examples.select(index[start:stop])
-        with distributed.alone():
-            loss = loss_fn(batch.inputs, batch.labels)
-        (loss * ((stop - start) / len(index))).backward()
-        local = loss.item() * (stop - start)
-    grads = [p.grad.detach().reshape(-1).float().cpu() if p.grad is not None else torch.zeros(p.numel())
-             for p in params]
-    had = torch.tensor([float(p.grad is not None) for p in params])
-    summed = distributed.all_sum(torch.cat([*grads, had, torch.tensor([local])]))
-    flags = summed[-1 - len(params) : -1]
-    offset = 0
-    for p, flag in zip(params, flags.tolist()):
-        size = p.numel()
-        p.grad = summed[offset : offset + size].view_as(p).to(p.device, p.dtype).clone() if flag > 0 else None
-        offset += size
+    grads, local = _slice_grads(examples, index[start:stop], len(index), loss_fn, params, workers)
+    if distributed.world() == 1:
+        total = local
+    else:
+        flat = [g.detach().reshape(-1).float().cpu() if g is not None else torch.zeros(p.numel())
+                for p, g in zip(params, grads)]
+        had = torch.tensor([float(g is not None) for g in grads])
+        summed = distributed.all_sum(torch.cat([*flat, had, torch.tensor([local])]))
+        flags, total = summed[-1 - len(params) : -1], float(summed[-1])
+        grads, offset = [], 0
+        for p, flag in zip(params, flags.tolist()):
+            size = p.numel()
+            grads.append(summed[offset : offset + size].view_as(p).to(p.device, p.dtype).clone() if flag > 0 else None)
+            offset += size
+    for p, g in zip(params, grads):
+        p.grad = g
     opt.step()
-    return float(summed[-1]) / len(index)
+    return total / len(index)
+
+
+def _slice_grads(examples: Examples, rows: list[int], total: int, loss_fn, params: list[torch.Tensor],
+                 workers: int) -> tuple[list[torch.Tensor | None], float]:
+    """The gradient of each parameter (None where no slice reached it) of the rows' summed loss over `total`,
+    the rows cut into `workers` slices computed at once; and the rows' summed loss."""
+    parts = [rows[a:b] for a, b in threads.cut(len(rows), workers) if b > a]
+    trainable = [i for i, p in enumerate(params) if p.requires_grad]
+
+    def one(part: list[int]) -> tuple[tuple, float]:
+        batch = examples.select(part)
+        loss = loss_fn(batch.inputs, batch.labels)
+        got = torch.autograd.grad(loss * (len(part) / total), [params[i] for i in trainable], allow_unused=True)
+        return got, loss.item() * len(part)
+
+    with distributed.alone():
+        results = threads.run(one, parts, workers)
+    grads: list[torch.Tensor | None] = [None] * len(params)
+    for got, _ in results:
+        for i, g in zip(trainable, got):
+            if g is not None:
+                grads[i] = g if grads[i] is None else grads[i] + g
+    return grads, sum(value for _, value in results)
