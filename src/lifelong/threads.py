@@ -22,8 +22,9 @@ import torch
 
 MAX_WORKERS = 2  # measured on 2 cores only; with more, the rest of torch's threads go to each slice's operations
 
-_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (workers, torch threads each) -> its pool
 _inside = threading.local()
+_making = threading.Lock()  # a server's request threads may ask for the pool at once
 
 
 def workers(device: torch.device | str | None = None) -> int:
@@ -66,26 +67,28 @@ def run(fn: Callable, items: Sequence, count: int | None = None) -> list:
 
 
 def _executor(count: int) -> ThreadPoolExecutor:
-    """A pool of `count` threads, each running torch with `torch.get_num_threads() // count` threads, kept while
-    those numbers hold."""
-    global _pool
+    """The pool of `count` threads that each run torch with `torch.get_num_threads() // count` threads (made once
+    per pair of numbers)."""
     total = torch.get_num_threads()
     key = (count, max(1, total // count))
-    if _pool is not None and _pool[0] == key:
-        return _pool[1]
-    if _pool is not None:
-        _pool[1].shutdown(wait=True)
+    with _making:
+        if key not in _pools:
+            _pools[key] = _start(key)
+            torch.set_num_threads(total)  # it also set the count new threads start with: back to the caller's
+        return _pools[key]
+
+
+def _start(key: tuple[int, int]) -> ThreadPoolExecutor:
+    count, each = key
     ready = threading.Barrier(count)
 
     def start() -> None:
         torch.get_num_threads()  # torch's first call in a thread copies the process's count in; then set our own
-        torch.set_num_threads(key[1])
+        torch.set_num_threads(each)
         _inside.worker = True
         ready.wait()  # every thread starts now: one idle thread must not take a second start
 
     pool = ThreadPoolExecutor(count, thread_name_prefix="lifelong-slice")
     for f in [pool.submit(start) for _ in range(count)]:
         f.result()
-    torch.set_num_threads(total)  # set_num_threads also sets the count new threads start with: back to the caller's
-    _pool = (key, pool)
     return pool
