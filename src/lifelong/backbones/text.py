@@ -79,16 +79,17 @@ class TextEncoder(nn.Module):
         return mean_pool(hidden, batch["attention_mask"]).cpu()  # heads live on the CPU (devices.py)
 
     def _length_sorted_batches(self, texts: Sequence[str]):
-        """Lists of (indices, tokenized batch) over texts sorted by length, so padding costs little; a list's
-        batches run at once in threads on a CPU (threads.py), each a worker's share of `batch_size`, so no more
-        is in flight at once than one batch in one thread (the tokenizer itself runs here: a fast tokenizer is not
-        to be called from two threads at once)."""
+        """Lists of (indices, tokenized batch) over texts sorted by length, so padding costs little. On a CPU a
+        list's batches run in threads (threads.py), several per worker so that the pool balances them, each a
+        worker's share of `batch_size`, so no more is in flight at once than one batch in one thread (the tokenizer
+        itself runs here: a fast tokenizer is not to be called from two threads at once)."""
         count = threads.workers(self.device)
         size = max(1, self.batch_size // count)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batches = [order[s : s + size] for s in range(0, len(order), size)]
-        for g in range(0, len(batches), count):
-            yield [(idx, self.tokenize([texts[i] for i in idx])) for idx in batches[g : g + count]]
+        group = 4 * count if count > 1 else 1
+        for g in range(0, len(batches), group):
+            yield [(idx, self.tokenize([texts[i] for i in idx])) for idx in batches[g : g + group]]
 
     def _frozen(self, batch, hidden_states: bool = False):
         with computing_in(self.device, self.frozen_dtype):

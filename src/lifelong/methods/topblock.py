@@ -208,7 +208,8 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: 
         return distributed.gather_rows(part, len(hidden))
     order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
     workers = threads.workers(hidden[0].device if hidden else None) if workers is None else workers
-    chunk = min(chunk, -(-len(order) // workers)) if workers > 1 else chunk  # a chunk for each worker
+    if workers > 1:  # chunks of similar lengths, several per worker: a pool balances them as they finish
+        chunk = min(chunk, max(32, -(-len(order) // (4 * workers))))
     chunks = [order[s : s + chunk] for s in range(0, len(order), chunk)]
     feats = torch.cat(threads.run(lambda rows: forward(*pad([hidden[i] for i in rows])), chunks, workers))
     out = torch.empty_like(feats)
