@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from . import threads
+
 PEER_FAILED = 3  # exit code of a process stopped because another one failed (the launcher names the other)
 
 
@@ -82,10 +84,7 @@ def teardown() -> None:
 
 def share(n: int, r: int | None = None) -> tuple[int, int]:
     """Rank r's (default: this rank's) contiguous [start, stop) of n items; the first n % world ranks take one more."""
-    r = rank() if r is None else r
-    size, extra = divmod(n, world())
-    start = r * size + min(r, extra)
-    return start, start + size + (r < extra)
+    return threads.cut(n, world())[rank() if r is None else r]
 
 
 def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
