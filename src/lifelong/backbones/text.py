@@ -91,6 +91,11 @@ class TextEncoder(nn.Module):
         for g in range(0, len(batches), group):
             yield [(idx, self.tokenize([texts[i] for i in idx])) for idx in batches[g : g + group]]
 
+    def _each_batch(self, texts: Sequence[str], one):
+        """(indices, one(tokenized batch)) over `_length_sorted_batches`, each list's batches in threads."""
+        for group in self._length_sorted_batches(texts):
+            yield from zip((idx for idx, _ in group), threads.run(one, [batch for _, batch in group]))
+
     def _frozen(self, batch, hidden_states: bool = False):
         with computing_in(self.device, self.frozen_dtype):
             return self.model(**batch, output_hidden_states=hidden_states)
@@ -106,10 +111,9 @@ class TextEncoder(nn.Module):
         def one(batch) -> torch.Tensor:
             return mean_pool(self._frozen(batch).last_hidden_state.float(), batch["attention_mask"]).cpu()
 
-        for group in self._length_sorted_batches(texts):
-            for (idx, _), pooled in zip(group, threads.run(one, [b for _, b in group])):
-                out[idx] = pooled
-                bar.update(len(idx))
+        for idx, pooled in self._each_batch(texts, one):
+            out[idx] = pooled
+            bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
         return out
@@ -138,11 +142,10 @@ class TextEncoder(nn.Module):
                     torch.cat([mean_pool(h.float(), mask) for h in out.hidden_states[1:]], dim=1).cpu(),
                     out.hidden_states[split][mask.bool()].float().split(mask.sum(1).tolist()))
 
-        for group in self._length_sorted_batches(texts):
-            for (idx, _), (p, lv, parts) in zip(group, threads.run(one, [b for _, b in group])):
-                pooled[idx], levels[idx] = p, lv
-                for i, part in zip(idx, parts):
-                    hidden[i] = part
+        for idx, (p, lv, parts) in self._each_batch(texts, one):
+            pooled[idx], levels[idx] = p, lv
+            for i, part in zip(idx, parts):
+                hidden[i] = part
         return hidden, pooled, levels
 
     def weights_hash(self) -> str:
