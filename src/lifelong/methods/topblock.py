@@ -192,13 +192,22 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
     return top(h, mask)
 
 
+# Rows per chunk of the top blocks on a CPU. The feed-forward layer's activations are 4 x the width per token, so
+# a chunk of 188 texts (1,500 split over 2 workers x 4) held 90 to 140 MB at once, the peak of a whole CLINC150
+# run; 64 rows, the frozen pass's batch per worker, held about half that and ran 15 to 25% faster, in one thread
+# or two (BENCHMARKS.md, issue 12).
+CPU_CHUNK = 64
+
+
 @torch.no_grad()
-def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: bool = False,
+def top_features(forward, hidden: list[torch.Tensor], chunk: int | None = None, shared: bool = False,
                  workers: int | None = None) -> torch.Tensor:
     """`forward(h, mask) -> pooled` over cached hidden states in length-sorted chunks, rows in input order.
     `shared`: the same call on every rank (not inside `distributed.alone`), each computing its share of the rows
     and all receiving every row. On a CPU `workers` chunks (default `threads.workers`) run at once in threads,
-    so `forward` must keep no state between calls (else pass 1)."""
+    so `forward` must keep no state between calls (else pass 1).
+
+    Chunks of at most `chunk` rows: by default 256 on an accelerator, 64 on a CPU (`CPU_CHUNK`)."""
     if shared and distributed.world() > 1:
         start, stop = distributed.share(len(hidden))
         part = top_features(forward, hidden[start:stop], chunk) if stop > start else None
@@ -207,7 +216,10 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int = 256, shared: 
         part = part if part is not None else torch.empty(0, width // ranks)
         return distributed.gather_rows(part, len(hidden))
     order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
-    workers = threads.workers(hidden[0].device if hidden else None) if workers is None else workers
+    device = hidden[0].device if hidden else None
+    workers = threads.workers(device) if workers is None else workers
+    if chunk is None:
+        chunk = CPU_CHUNK if device is None or device.type == "cpu" else 256
     if workers > 1:  # chunks of similar lengths, several per worker: a pool balances them as they finish
         chunk = min(chunk, max(32, -(-len(order) // (4 * workers))))
     chunks = [order[s : s + chunk] for s in range(0, len(order), chunk)]
