@@ -271,6 +271,19 @@ def test_calibrate_makes_a_version_with_a_new_threshold_and_shared_files(model, 
     assert_one_line_error(lifelong("calibrate", model, "--eval", unknown), "'timer' was never learned")
 
 
+def test_the_same_learn_gives_the_same_version_whatever_the_callers_random_state(tmp_path, tiny_backbone):
+    rows = [(t, c) for c in GROUPS[0] for t in TASKS[c]]
+    learned = []
+    for k, draws in (("a", 3), ("b", 11)):
+        store = ModelStore.init(tmp_path / k, tiny_backbone, "adapters", {"epochs": 2, "rank": 2})
+        torch.rand(draws)  # the process's generator somewhere else, as in another process
+        state = torch.get_rng_state()
+        entry = store.learn(rows, name="t0", min_examples=2)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left as it was
+        learned.append((store.version_dir(entry["version"]) / "learner" / "task000.safetensors").read_bytes())
+    assert learned[0] == learned[1]
+
+
 @pytest.mark.parametrize("method", ["adapters", "ncm"])
 def test_a_learn_reuses_its_parents_held_out_results_and_changes_no_result(tmp_path, tiny_backbone, monkeypatch,
                                                                            method):

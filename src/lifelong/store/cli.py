@@ -54,7 +54,7 @@ def learn(
     oos_label: Annotated[str, typer.Option(help="Label of out-of-scope rows in --eval.")] = "oos",
     holdout: Annotated[float, typer.Option(help="Without --eval: fraction of the new data held out to calibrate the threshold (0: none).")] = 0.1,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another learn on the same model.")] = 60.0,
-    seed: Annotated[int, typer.Option(help="Seed for the hold-out.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the hold-out and, with the task's index, for the new task's initial weights: the same learn gives the same version.")] = 0,
     min_examples: Annotated[int, typer.Option(min=1, help="Refuse a class with fewer training examples than this.")] = 5,
     device: DeviceOption = "auto",
     config: ConfigOption = None,

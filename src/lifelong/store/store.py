@@ -311,7 +311,8 @@ class ModelStore:
         and the metrics recorded; without it a stratified `holdout` fraction of `rows` is held out for that. With
         neither, the version keeps its parent's threshold and is marked `calibrated: false`. A class with fewer
         than `min_examples` rows is refused: a class learned from one example is a class the server would answer
-        with on the next request.
+        with on the next request. `seed` draws the hold-out and, with the task's index, the new task's initial
+        weights (the caller's random state is left as it was).
         """
         name = check_label(name, source, "name", reserved=()) if name else ""  # written into the manifest
         rows = check_rows(rows, source, oos_label)  # before the lock: a bad row costs nothing and changes nothing
@@ -347,7 +348,12 @@ class ModelStore:
                         Examples([t for t, _ in rows], torch.tensor([ids[c] for _, c in rows])), None,
                         Examples([], torch.empty(0, dtype=torch.long)), name or f"task{index}")
             t0 = time.perf_counter()
-            model.learner.learn(task)
+            # a new task's random draws (an adapter's and a head's initial weights, dropout) from a generator seeded
+            # by `seed` and the task's index: the same learn gives the same version, in any process (before, each
+            # learn drew from an unseeded generator, and one task's epochs chosen on held-out data ranged 2 to 5)
+            with torch.random.fork_rng():
+                torch.manual_seed(seed + index)
+                model.learner.learn(task)
             model.learner.class_names = class_names
             tensors = self._add_statistics(manifest, parent, task.train.inputs)
             seconds = time.perf_counter() - t0
