@@ -353,6 +353,27 @@ def test_each_input_runs_a_finished_tasks_adapter_once(enc, stream):
     assert torch.allclose(learner.predict(x), first, atol=1e-5) and sum(calls) == runs
 
 
+def test_rows_a_memo_scored_without_hidden_states_are_embedded_in_one_pass(enc, stream, monkeypatch):
+    """A store's held-out cache brings class features and head outputs but no hidden states: the rows newly routed
+    to some task are then embedded together, once per `_head_logits` call, not in a small pass per task."""
+    from lifelong.methods.adapters import CLASS_FEATURE
+
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
+                                                                    {"epochs": 1, "rank": 4}))
+    for task in stream:
+        learner.learn(task)
+    x = [t for task in stream for t in task.test.inputs]
+    first = learner.predict(x)
+    features = {k: v for k, v in learner.cache.outputs.items() if k[1] == CLASS_FEATURE}
+    learner.clear_cache()
+    learner.cache.outputs.update(features)  # as `load_memo` leaves it: no hidden state, no head output
+    passes = []
+    encode_split = enc.encode_split
+    monkeypatch.setattr(enc, "encode_split", lambda texts, split: passes.append(len(texts)) or encode_split(texts, split))
+    assert torch.allclose(learner.predict(x), first, atol=1e-5)
+    assert len(stream) > 1 and passes == [len(set(x))]  # each top task's rows would be a pass of their own
+
+
 def test_skipping_runners_up_keeps_every_prediction(enc, stream, monkeypatch):
     """`predict` runs a runner-up task's adapter only where it can matter (routing.needed): the same argmax as
     running every routed task's adapter, and probabilities within routing.MASS of themselves."""

@@ -179,7 +179,15 @@ class Adapters(Learner):
         """[n, C]: each routed task's adapted head logits in its columns (0 elsewhere), adapters run per task on
         its routed rows in length-sorted chunks, each (input, task) once (`SplitCache.memo`)."""
         out = torch.zeros(len(inputs), self.num_classes)
-        for t in routed.any(0).nonzero().flatten().tolist():
+        tasks = routed.any(0).nonzero().flatten().tolist()
+        # one frozen pass over every row that some routed task has not scored yet, not a small one per task: rows
+        # the memo scored (a store's held-out cache keeps no hidden states) are newly routed to tasks in many parts
+        keys = self.cache.key_list(inputs)
+        lacking = sorted({i for t in tasks for i in routed[:, t].nonzero().flatten().tolist()
+                          if (keys[i], t) not in self.cache.outputs})
+        if lacking:
+            self.cache.ensure([inputs[i] for i in lacking])
+        for t in tasks:
             rows = routed[:, t].nonzero().flatten()
             out[rows, self.offsets[t] : self.offsets[t] + self.heads[t].out_features] = self._task_logits(
                 [inputs[i] for i in rows.tolist()], t)
