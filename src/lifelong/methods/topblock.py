@@ -192,10 +192,10 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
     return top(h, mask)
 
 
-# Rows per chunk of the top blocks on a CPU. The feed-forward layer's activations are 4 x the width per token, so
-# a chunk of 188 texts (1,500 split over 2 workers x 4) held 90 to 140 MB at once, the peak of a whole CLINC150
-# run; 64 rows, the frozen pass's batch per worker, held about half that and ran 15 to 25% faster, in one thread
-# or two (BENCHMARKS.md, issue 12).
+# Rows per chunk of the top blocks on a CPU: the frozen pass's batch per worker. The feed-forward layer holds 4 x
+# the width per token, and the head refit's chunks of 188 texts (1,500 over 2 workers x 4) were a whole CLINC150
+# run's memory peak; chunks of 64 held about half as much and ran a fifth to a quarter faster, with one thread or
+# two (BENCHMARKS.md, issue 12).
 CPU_CHUNK = 64
 
 
