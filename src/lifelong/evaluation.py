@@ -172,7 +172,7 @@ def run(learner: Learner, stream: Stream, on_task_end: Callable[[int, dict], Non
         seconds_per_task=seconds,
         eval_seconds_per_task=eval_seconds,
         total_seconds=sum(seconds) + sum(eval_seconds),
-        peak_memory_mb=max(peaks),
+        peak_memory_mb=peak_memory_mb(),  # the process so far: the last evaluation after the last task included
         peak_memory_mb_per_task=peaks,
     )
     if with_oos:

@@ -180,6 +180,7 @@ class Experiment:
 
         result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=self.oos)
         result["chosen"] = learner.chosen()  # settings chosen on held-out data inside learn
+        learner.clear_cache()  # every test input's features: saving and the report need none of them
         result = {
             "method": self.method,
             **({"label": self.label} if self.label else {}),
@@ -220,6 +221,8 @@ class Experiment:
                 result["file_bytes_per_task"] = learner.file_bytes(out / "model")
         accuracy_curve([result], out / "accuracy_curve.png")
         accuracy_heatmap(result, out / "accuracy_matrix.png")
+        # the process's peak so far, the model's saving and the plots included (per task: after its evaluation)
+        result["peak_memory_mb"] = max(result["peak_memory_mb"], evaluation.peak_memory_mb())
         write_text(out / "summary.md", markdown(result))
         write_json(out / "results.json", result)  # last: its presence means the run finished
         for tracker in tracked:
