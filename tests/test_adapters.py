@@ -281,11 +281,17 @@ def test_tampered_shared_file_is_named(enc, saved):
         methods.get("adapters").load(saved, enc)
 
 
-def test_accuracy_given_the_task_runs_only_that_tasks_adapter(enc, stream):
+def learned(enc, stream):
+    """A small `adapters` learner (1 epoch, rank 4) after every task of the stream."""
     learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
                                                                     {"epochs": 1, "rank": 4}))
     for task in stream:
         learner.learn(task)
+    return learner
+
+
+def test_accuracy_given_the_task_runs_only_that_tasks_adapter(enc, stream):
+    learner = learned(enc, stream)
     x = stream.tasks[1].test.inputs
     hidden, _ = learner.cache(x)
     learner.top.set_active(1)
@@ -335,10 +341,7 @@ def test_refit_fits_fixed_features_deterministically():
 def test_each_input_runs_a_finished_tasks_adapter_once(enc, stream):
     """Scoring the seen tests after every task must not rerun old tasks' adapters (their outputs never change),
     and a learned task's training inputs leave the cache."""
-    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
-                                                                    {"epochs": 1, "rank": 4}))
-    for task in stream:
-        learner.learn(task)
+    learner = learned(enc, stream)
     assert not set(learner.cache.hidden) & set(stream.tasks[0].train.inputs)
     x = [t for task in stream for t in task.test.inputs]
     calls = []
@@ -358,10 +361,7 @@ def test_rows_a_memo_scored_without_hidden_states_are_embedded_in_one_pass(enc, 
     to some task are then embedded together, once per `_head_logits` call, not in a small pass per task."""
     from lifelong.methods.adapters import CLASS_FEATURE
 
-    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
-                                                                    {"epochs": 1, "rank": 4}))
-    for task in stream:
-        learner.learn(task)
+    learner = learned(enc, stream)
     x = [t for task in stream for t in task.test.inputs]
     first = learner.predict(x)
     features = {k: v for k, v in learner.cache.outputs.items() if k[1] == CLASS_FEATURE}
@@ -379,10 +379,7 @@ def test_skipping_runners_up_keeps_every_prediction(enc, stream, monkeypatch):
     running every routed task's adapter, and probabilities within routing.MASS of themselves."""
     from lifelong import routing
 
-    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
-                                                                    {"epochs": 1, "rank": 4}))
-    for task in stream:
-        learner.learn(task)
+    learner = learned(enc, stream)
     x = [t for task in stream for t in task.test.inputs]
     skipping = learner.predict(x)
     learner.clear_cache()

@@ -221,8 +221,8 @@ class Experiment:
                 result["file_bytes_per_task"] = learner.file_bytes(out / "model")
         accuracy_curve([result], out / "accuracy_curve.png")
         accuracy_heatmap(result, out / "accuracy_matrix.png")
-        # the process's peak so far, the model's saving and the plots included (per task: after its evaluation)
-        result["peak_memory_mb"] = max(result["peak_memory_mb"], evaluation.peak_memory_mb())
+        # the process's peak so far (it only grows), the model's saving and the plots included
+        result["peak_memory_mb"] = evaluation.peak_memory_mb()
         write_text(out / "summary.md", markdown(result))
         write_json(out / "results.json", result)  # last: its presence means the run finished
         for tracker in tracked:
