@@ -199,6 +199,19 @@ def adapted(top: AdaptedTop, hidden: list[torch.Tensor], which: int | str) -> to
 CPU_CHUNK = 64
 
 
+def _rows_to_power_of_two(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The padded batch with copies of its first row appended up to a power of two rows (the caller drops their
+    outputs). Why: oneDNN, which runs torch's matrix products on a CPU, compiles a kernel for each shape it meets
+    and keeps it, with its buffers, among the last 1,024 (measured: about 0.6 MB per shape of these blocks in fp32,
+    1.8 MB in bf16). Routed subsets of every size gave the top blocks every row count times every token count:
+    hundreds of shapes, each compiled once. Copies, not zeros: an all-masked row would compute NaNs."""
+    n = len(h)
+    rows = 1 << (n - 1).bit_length()
+    if rows == n:
+        return h, mask
+    return torch.cat([h, h[:1].expand(rows - n, *h.shape[1:])]), torch.cat([mask, mask[:1].expand(rows - n, -1)])
+
+
 @torch.no_grad()
 def top_features(forward, hidden: list[torch.Tensor], chunk: int | None = None, shared: bool = False,
                  workers: int | None = None) -> torch.Tensor:
@@ -207,7 +220,8 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int | None = None, 
     and all receiving every row. On a CPU `workers` chunks (default `threads.workers`) run at once in threads,
     so `forward` must keep no state between calls (else pass 1).
 
-    Chunks of at most `chunk` rows: by default 256 on an accelerator, 64 on a CPU (`CPU_CHUNK`)."""
+    Chunks of at most `chunk` rows: by default 256 on an accelerator, 64 on a CPU (`CPU_CHUNK`). On a CPU every
+    chunk is a power of two rows, the last one padded (`_rows_to_power_of_two`), so the blocks meet few shapes."""
     if shared and distributed.world() > 1:
         start, stop = distributed.share(len(hidden))
         part = top_features(forward, hidden[start:stop], chunk) if stop > start else None
@@ -218,12 +232,20 @@ def top_features(forward, hidden: list[torch.Tensor], chunk: int | None = None, 
     order = sorted(range(len(hidden)), key=lambda i: len(hidden[i]))
     device = hidden[0].device if hidden else None
     workers = threads.workers(device) if workers is None else workers
+    cpu = device is None or device.type == "cpu"
     if chunk is None:
-        chunk = CPU_CHUNK if device is None or device.type == "cpu" else 256
+        chunk = CPU_CHUNK if cpu else 256
     if workers > 1:  # chunks of similar lengths, several per worker: a pool balances them as they finish
         chunk = min(chunk, max(32, -(-len(order) // (4 * workers))))
+    if cpu:
+        chunk = 1 << (chunk.bit_length() - 1)
     chunks = [order[s : s + chunk] for s in range(0, len(order), chunk)]
-    feats = torch.cat(threads.run(lambda rows: forward(*pad([hidden[i] for i in rows])), chunks, workers))
+
+    def one(rows: list[int]) -> torch.Tensor:
+        h, mask = pad([hidden[i] for i in rows])
+        return forward(*_rows_to_power_of_two(h, mask))[: len(rows)] if cpu else forward(h, mask)
+
+    feats = torch.cat(threads.run(one, chunks, workers))
     out = torch.empty_like(feats)
     out[torch.tensor(order)] = feats
     return out
