@@ -165,16 +165,3 @@ def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):
                     "--precision", "2bit", "--backbone", tiny_backbone, "--out", tmp_path)
     assert_one_line_error(proc, "setting 'precision'", "'1bit', 'ternary', 'fp16' or 'fp32'", "'2bit'")
 
-
-@pytest.mark.parametrize("given, kept", [(None, "32"), ("1024", "1024")])
-def test_the_cli_bounds_onednn_kernels_kept_unless_the_user_set_it(given, kept):
-    """oneDNN reads ONEDNN_PRIMITIVE_CACHE_CAPACITY once, when torch first multiplies: the CLI sets it as it
-    loads, before the library imports torch, and a user's own value wins."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    if given is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
-    code = "import os, lifelong.cli; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == kept

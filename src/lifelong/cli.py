@@ -5,11 +5,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
-# oneDNN (torch's CPU matrix products) keeps a compiled kernel, with its buffers, for each of the last 1,024 shapes
-# it met (by default), and batches of every token count in training, the frozen pass and the top blocks fill it: it
-# was a run's largest memory cost. Kernels for the last 32 shapes held far less in the same time: recompiling an
-# evicted one costs little beside the product it runs (BENCHMARKS.md, issue 12).
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
 
 def _fixed_heap(size: int = 4 << 20) -> None:

@@ -202,9 +202,9 @@ CPU_CHUNK = 64
 def _rows_to_power_of_two(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The padded batch with copies of its first row appended up to a power of two rows (the caller drops their
     outputs). Why: oneDNN, which runs torch's matrix products on a CPU, compiles a kernel for each shape it meets
-    and keeps it, with its buffers, among the last 1,024 (measured: about 0.6 MB per shape of these blocks in fp32,
-    1.8 MB in bf16). Routed subsets of every size gave the top blocks every row count times every token count:
-    hundreds of shapes, each compiled once. Copies, not zeros: an all-masked row would compute NaNs."""
+    and keeps the last 1,024 with their buffers. Routed subsets of every size gave the top blocks every row count
+    times every token count: hundreds of shapes, each compiled and kept (BENCHMARKS.md, issue 12). Copies, not
+    zeros: an all-masked row would compute NaNs."""
     n = len(h)
     rows = 1 << (n - 1).bit_length()
     if rows == n:
