@@ -374,6 +374,24 @@ def test_rows_a_memo_scored_without_hidden_states_are_embedded_in_one_pass(enc, 
     assert len(stream) > 1 and passes == [len(set(x))]  # each top task's rows would be a pass of their own
 
 
+def test_scored_inputs_keep_their_hidden_states_only(enc, stream, monkeypatch):
+    """Once an input's class feature is memoised, its pooled block outputs leave the cache and its hidden states
+    stay (for the adapters of tasks still to come); an input asked for whole again (a training text that was
+    scored before) is encoded again, keeping the hidden states it had."""
+    learner = learned(enc, stream)
+    x = [t for task in stream for t in task.test.inputs]
+    first = learner.predict(x)
+    cache = learner.cache
+    assert set(x) <= set(cache.hidden) and not set(x) & (set(cache.pooled) | set(cache.levels))
+    passes = []
+    encode_split = enc.encode_split
+    monkeypatch.setattr(enc, "encode_split", lambda texts, split: passes.append(len(texts)) or encode_split(texts, split))
+    assert torch.equal(learner.predict(x), first) and passes == []
+    kept = cache.hidden[x[0]]
+    hidden, pooled = cache(x[:3])
+    assert passes == [3] and hidden[0] is kept and pooled.shape == (3, enc.dim)
+
+
 def test_skipping_runners_up_keeps_every_prediction(enc, stream, monkeypatch):
     """`predict` runs a runner-up task's adapter only where it can matter (routing.needed): the same argmax as
     running every routed task's adapter, and probabilities within routing.MASS of themselves."""

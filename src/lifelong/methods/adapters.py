@@ -167,8 +167,11 @@ class Adapters(Learner):
         input: it is fixed (the projection never changes), and the evaluation scores every seen test input again
         after each task."""
         inputs = list(inputs)
-        return self.cache.memo(self.cache.lazy_keys(inputs), CLASS_FEATURE, lambda rows: self.classes.transform(
+        keys = self.cache.lazy_keys(inputs)
+        out = self.cache.memo(keys, CLASS_FEATURE, lambda rows: self.classes.transform(
             self.cache.class_input([inputs[i] for i in rows])))
+        self.cache.release(keys)  # what the feature came from is not read again
+        return out
 
     def _route(self, raw: torch.Tensor, temperature: float):
         log_post = F.log_softmax(raw.float() / temperature, dim=1)

@@ -89,12 +89,12 @@ class SplitCache:
         self.outputs: dict[tuple[str, int], torch.Tensor] = {}  # see memo
 
     def __call__(self, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
-        keys = self.keys(inputs)
+        keys = self.keys(inputs, whole=True)
         return [self.hidden[k] for k in keys], torch.stack([self.pooled[k] for k in keys])
 
     def class_input(self, inputs) -> torch.Tensor:
         """`class_features` of the inputs."""
-        keys = self.ensure(inputs)
+        keys = self.ensure(inputs, whole=True)
         return class_features(torch.stack([self.pooled[k] for k in keys]),
                               torch.stack([self.levels[k] for k in keys]), self.backbone.level_dims)
 
@@ -104,17 +104,19 @@ class SplitCache:
             return [input_key(torch.as_tensor(x)) for x in inputs]
         return list(inputs)
 
-    def keys(self, inputs) -> list[str]:
-        """The inputs' keys, after one frozen pass over those not cached yet."""
+    def keys(self, inputs, whole: bool = False) -> list[str]:
+        """The inputs' keys, after one frozen pass over those not cached yet: lacking hidden states, or with
+        `whole` also those whose pooled outputs were `release`d (a released input keeps its hidden states)."""
         keys = self.key_list(inputs)
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        missing = missing_keys(keys, self.hidden)
+        missing = missing_keys(keys, self.pooled if whole else self.hidden)
         if missing:
             batch = [inputs[first[k]] for k in missing]
             hidden, pooled, levels = self._encode(batch)
-            self.hidden.update(zip(missing, hidden))
+            kept = self.hidden if distributed.world() == 1 else {}  # see `release`
+            self.hidden.update((k, h) for k, h in zip(missing, hidden) if k not in kept)
             self.pooled.update(zip(missing, pooled))
             self.levels.update(zip(missing, levels))
         return keys
@@ -125,11 +127,24 @@ class SplitCache:
         collective call that every rank must make alike, and memos may differ between ranks."""
         return self.keys(inputs) if distributed.world() > 1 else self.key_list(inputs)
 
-    def ensure(self, inputs) -> list[str]:
+    def ensure(self, inputs, whole: bool = False) -> list[str]:
         """`keys` inside a memo's `compute`: encodes what is missing when alone; with several processes
         `lazy_keys` encoded it already, and a collective call here (made by the ranks whose memo lacks rows) would
         wait for the others forever."""
-        return self.keys(inputs) if distributed.world() == 1 else self.key_list(inputs)
+        return self.keys(inputs, whole) if distributed.world() == 1 else self.key_list(inputs)
+
+    def release(self, keys: list[str]) -> None:
+        """Forget the pooled outputs of these inputs and keep their hidden states, for a method that has memoised
+        all it derives from the pooled outputs (`adapters`' class feature). Why: the evaluation keeps every seen
+        test input's hidden states for the tasks still to come, and every block's pooled outputs would add more
+        than half as much again (BENCHMARKS.md, issue 12). An input asked for whole again is encoded again, its
+        hidden states kept as they were. Alone only: with several processes `lazy_keys` must find the same inputs
+        missing on every rank."""
+        if distributed.world() > 1:
+            return
+        for k in keys:
+            self.pooled.pop(k, None)
+            self.levels.pop(k, None)
 
     def _encode(self, batch: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """`encode_split` of the batch; with several processes each embeds its share and every rank receives every
