@@ -169,8 +169,8 @@ def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_freed_heap_pages_go_back_to_the_system():
-    """Many small tensors freed between live ones leave pages glibc keeps; `run` hands them back after each task
-    and before its plots."""
+    """Many small tensors freed between live ones leave pages glibc keeps; `run` hands them back before its plots,
+    which otherwise raised a run's peak above its evaluation's."""
     import os
 
     import torch

@@ -23,11 +23,10 @@ log = logging.getLogger("lifelong")
 
 
 def _give_back_freed_memory() -> None:
-    """Return the heap's free pages to the system (glibc's malloc_trim). Why: glibc keeps the pages of freed
-    blocks below the mmap threshold (a task's smaller buffers, the cleared cache's many small tensors), and what
-    comes next does not reuse them all: the plots' allocations come from elsewhere (Python's own arenas, new
-    mappings), so without this they raised the run's peak above its evaluation's, and trimmed between tasks a
-    run's peak was lower again (BENCHMARKS.md, issue 12). Linux/glibc only; elsewhere nothing happens."""
+    """Return the heap's free pages to the system (glibc's malloc_trim). Why: the cache just cleared was many small
+    tensors on the heap, whose freed pages glibc keeps; the plots' allocations come from elsewhere (Python's own
+    arenas, new mappings), so without this they raised the run's peak above its evaluation's (BENCHMARKS.md, issue
+    12). Linux/glibc only; elsewhere nothing happens."""
     try:
         import ctypes
 
@@ -184,7 +183,6 @@ class Experiment:
 
         def progress(i, row):
             crash_point(f"rank{distributed.rank()}-task{i}")  # fault injection (tests): a rank dying mid-run
-            _give_back_freed_memory()  # a task's freed buffers, before the next task's learn
             if not main:
                 return
             acc = sum(row["accuracy"]) / len(row["accuracy"])
