@@ -166,7 +166,6 @@ def test_bad_precision_is_one_line(tiny_backbone, intents_jsonl, tmp_path):
     assert_one_line_error(proc, "setting 'precision'", "'1bit', 'ternary', 'fp16' or 'fp32'", "'2bit'")
 
 
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_freed_heap_pages_go_back_to_the_system():
     """Many small tensors freed between live ones leave pages glibc keeps; `run` hands them back before its plots,
@@ -175,7 +174,7 @@ def test_freed_heap_pages_go_back_to_the_system():
 
     import torch
 
-    from lifelong.experiment import _give_back_freed_memory
+    from lifelong import heap
 
     def resident_mb() -> float:
         return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -184,6 +183,6 @@ def test_freed_heap_pages_go_back_to_the_system():
     kept = small[::10]
     del small
     before = resident_mb()
-    _give_back_freed_memory()
+    heap.trim()
     assert before - resident_mb() > 100
     assert all(float(t.sum()) == 5_000 for t in kept)

@@ -10,7 +10,7 @@ ROOT = Path(lifelong.__file__).parent
 
 # lowest first; a module's layer is that of the longest name matching it ("" is the package's __init__)
 LAYERS = [
-    ["errors", "io", "layout", "devices", "distributed", "threads", "progress", "metrics", "registry"],
+    ["errors", "io", "heap", "layout", "devices", "distributed", "threads", "progress", "metrics", "registry"],
     ["data", "configfile", "oos"],
     ["backbones"],
     ["adapters"],

@@ -6,27 +6,9 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
 
+from .heap import fix as _fix_heap  # noqa: E402
 
-def _fixed_heap(size: int = 4 << 20) -> None:
-    """glibc serves large blocks from the heap once a freed one has raised its mmap threshold; small long-lived
-    allocations (cached hidden states, tensor objects) then pin the heap, and a run's memory grows by the batches it
-    has freed. A fixed 4 MB threshold sends the frozen pass's batch buffers back to the system when freed and keeps a
-    training step's smaller ones on the heap (64 KB doubled training time; BENCHMARKS.md, issue 12). And one arena:
-    glibc gives each thread that allocates its own, and the slices' threads (threads.py) held about 100 MB more
-    in theirs for no gain in time. Linux/glibc only; MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX win."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-            libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
-        if os.environ.get("MALLOC_ARENA_MAX") is None:
-            libc.mallopt(-8, 1)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-_fixed_heap()
+_fix_heap()  # before torch loads: its first allocations already follow the heap's settings
 
 import logging
 import sys

@@ -16,23 +16,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from . import heap
 from .errors import LifelongError
 from .methods.settings import Positive
 
 log = logging.getLogger("lifelong")
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap's free pages to the system (glibc's malloc_trim). Why: the cache just cleared was many small
-    tensors on the heap, whose freed pages glibc keeps; the plots' allocations come from elsewhere (Python's own
-    arenas, new mappings), so without this they raised the run's peak above its evaluation's (BENCHMARKS.md, issue
-    12). Linux/glibc only; elsewhere nothing happens."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def environment(device=None) -> dict:
@@ -194,7 +182,7 @@ class Experiment:
         result = evaluation.run(learner, stream, on_task_end=progress, oos_protocol=self.oos)
         result["chosen"] = learner.chosen()  # settings chosen on held-out data inside learn
         learner.clear_cache()  # every test input's features: saving and the report need none of them
-        _give_back_freed_memory()
+        heap.trim()  # before the plots (see heap.trim)
         result = {
             "method": self.method,
             **({"label": self.label} if self.label else {}),
