@@ -256,6 +256,44 @@ def test_mixture_is_chosen_on_held_out_likelihood_and_hits_and_saved(enc, stream
     assert torch.allclose(task_scores.exp().sum(1), torch.ones(len(x)), atol=1e-5)
 
 
+def test_held_out_hits_of_every_setting_at_once_equal_each_setting_alone(enc, stream, monkeypatch):
+    """`_count_hits` scores all temperatures and betas of a class-model setting at once, a few rows at a time: the
+    counts must be, to the unit, those of scoring each (setting, temperature) on its own rows, or a setting could
+    be chosen that one-at-a-time scoring would not choose."""
+    from lifelong import routing
+    from lifelong.methods.gaussian import ALPHAS, SHRINKAGES
+
+    stream = with_val(stream)
+    learner = methods.get("adapters")(enc, methods.config_from_dict(methods.get("adapters").Config,
+                                                                    {"epochs": 1, "rank": 4, "top_k": 1}))
+    learner.learn(stream.tasks[0])
+    learner.hits.zero_()
+    learner.learn(stream.tasks[1])
+    held = stream.tasks[1].val
+    assert len(learner._hit_chunks(len(held))) == 1
+    x = learner._class_feature(held.inputs)
+    every = torch.ones(len(held), len(learner.heads), dtype=torch.bool)
+    logits = learner._head_logits(held.inputs, every)  # every task's columns: more than any setting routes
+    expected = torch.zeros_like(learner.hits)
+    for a in range(len(ALPHAS)):
+        for s in range(len(SHRINKAGES)):
+            if ALPHAS[a] and not learner.classes.rank:
+                continue
+            raw = learner.classes.scores(x, SHRINKAGES[s], ALPHAS[a])
+            for t, temperature in enumerate(routing.TEMPERATURES):
+                log_post, task_post, routed = learner._route(raw, temperature)
+                for b, beta in enumerate(routing.BETAS):
+                    scores = routing.mix(log_post, task_post, logits, learner.task_of_class, routed, beta)
+                    expected[a, s, t, b] = float((scores.argmax(1) == held.labels).sum())
+    assert torch.equal(learner.hits, expected) and expected.sum() > 0
+    # rows a few at a time: the same counts
+    again = learner.hits.clone()
+    monkeypatch.setattr(type(learner), "_hit_chunks", lambda self, n: [slice(i, i + 1) for i in range(n)])
+    learner.hits.zero_()
+    learner._count_hits(held)
+    assert torch.equal(learner.hits, again)
+
+
 def test_offsets_that_skip_classes_are_refused(enc, saved):
     """A loaded learner counts its classes from the task files; an offset that does not follow them is named."""
     assert methods.get("adapters").load(saved, enc).num_classes == 2

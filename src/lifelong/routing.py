@@ -32,40 +32,43 @@ MASS = 1e-3  # a skipped task may hold at most this fraction of the top task's p
 
 
 def task_log_posterior(log_post: torch.Tensor, task_of_class: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """[n, T]: log of the summed class posteriors of each task."""
+    """[..., n, T]: log of the summed class posteriors of each task."""
     return group_logsumexp(log_post, task_of_class, num_tasks)
 
 
 def group_logsumexp(x: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
-    """[n, G]: logsumexp of each row over the columns of each group (`group` [C] holds a column's group), in a few
-    whole-matrix operations rather than one per group (tasks grow with the stream)."""
-    index = group.expand_as(x)
-    top = torch.full((x.shape[0], groups), float("-inf"), dtype=x.dtype).scatter_reduce(1, index, x, "amax")
+    """[..., n, G]: logsumexp of each row over the columns of each group (`group` [C] holds a column's group), in a
+    few whole-matrix operations rather than one per group (tasks grow with the stream). Leading dimensions are
+    batches of rows, each row as it would be alone."""
+    index, shape = group.expand_as(x), (*x.shape[:-1], groups)
+    top = torch.full(shape, float("-inf"), dtype=x.dtype).scatter_reduce(-1, index, x, "amax")
     top = top.masked_fill(top.isinf(), 0)  # a group of -inf scores (or none) sums to zero: log 0 = -inf
-    total = torch.zeros(x.shape[0], groups, dtype=x.dtype).scatter_add(1, index, (x - top[:, group]).exp())
+    total = torch.zeros(shape, dtype=x.dtype).scatter_add(-1, index, (x - top[..., group]).exp())
     return total.log() + top
 
 
 def routed_mask(task_log_post: torch.Tensor, k: int) -> torch.Tensor:
-    """[n, T] bool: the k tasks of highest posterior per row."""
-    index = task_log_post.topk(min(k, task_log_post.shape[1]), dim=1).indices
-    return torch.zeros_like(task_log_post, dtype=torch.bool).scatter_(1, index, True)
+    """[..., n, T] bool: the k tasks of highest posterior per row."""
+    index = task_log_post.topk(min(k, task_log_post.shape[-1]), dim=-1).indices
+    return torch.zeros_like(task_log_post, dtype=torch.bool).scatter_(-1, index, True)
 
 
 def within_task(head_logits, task_of_class, num_tasks: int) -> torch.Tensor:
     """[n, C] log a_t(c|x): each task's adapted logits as a log-softmax over its own classes."""
-    return head_logits - group_logsumexp(head_logits, task_of_class, num_tasks)[:, task_of_class]
+    return head_logits - group_logsumexp(head_logits, task_of_class, num_tasks)[..., task_of_class]
 
 
 def mix(log_post, task_log_post, head_logits, task_of_class, routed, beta, log_a=None) -> torch.Tensor:
     """[n, C] class log-scores (-inf outside the routed tasks). `head_logits` [n, C] holds each routed task's
     adapted logits in its classes' columns (anything finite elsewhere); `log_a`, their `within_task`, where the
-    caller has it already. `beta` a float, or a tensor [B, 1, 1] of several (then [B, n, C], each as one call
-    would give it: a learner scoring every candidate beta on the same rows)."""
+    caller has it already. `beta` a float, or a tensor [B, 1, ..., 1] of several (then [B, ..., n, C], each as one
+    call would give it: a learner scoring every candidate beta on the same rows). `log_post`, `task_log_post` and
+    `routed` may carry leading dimensions (several temperatures' posteriors of the same rows), which the head's
+    terms broadcast over."""
     if log_a is None:
-        log_a = within_task(head_logits, task_of_class, task_log_post.shape[1])
-    scores = (1 - beta) * log_post + beta * (task_log_post[:, task_of_class] + log_a)
-    return scores.masked_fill(~routed[:, task_of_class], float("-inf"))
+        log_a = within_task(head_logits, task_of_class, task_log_post.shape[-1])
+    scores = (1 - beta) * log_post + beta * (task_log_post[..., task_of_class] + log_a)
+    return scores.masked_fill(~routed[..., task_of_class], float("-inf"))
 
 
 def needed(first_scores: torch.Tensor, task_log_post: torch.Tensor, routed: torch.Tensor,

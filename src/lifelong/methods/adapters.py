@@ -142,24 +142,37 @@ class Adapters(Learner):
 
     @torch.no_grad()
     def _count_hits(self, held: Examples) -> None:
-        """Score the task's held-out examples under every candidate setting, against every class seen so far."""
+        """Score the task's held-out examples under every candidate setting, against every class seen so far: per
+        class-model setting, every temperature and beta at once, in chunks of rows (`_hit_chunks`)."""
         if len(held) == 0:
             return
         x = self._class_feature(held.inputs)
-        routes = {}
+        raws = {}
         for a, s in ((a, s) for a in range(len(ALPHAS)) for s in range(len(SHRINKAGES))
                      if ALPHAS[a] == 0 or self.classes.rank):
-            raw = self.classes.scores(x, SHRINKAGES[s], ALPHAS[a])  # each setting's scores, once
-            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raw)
-            for t, temperature in enumerate(routing.TEMPERATURES):
-                routes[a, s, t] = self._route(raw, temperature)
+            raws[a, s] = self.classes.scores(x, SHRINKAGES[s], ALPHAS[a])  # each setting's scores, once
+            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raws[a, s])
+        temperatures = torch.tensor(routing.TEMPERATURES)[:, None, None]
         # each task's head runs only on the rows some candidate setting routes to it
-        logits = self._head_logits(held.inputs, torch.stack([r[2] for r in routes.values()]).any(0))
+        routed = torch.zeros(len(held), len(self.heads), dtype=torch.bool)
+        for raw in raws.values():
+            for rows in self._hit_chunks(len(held)):
+                routed[rows] |= self._route(raw[rows], temperatures)[2].any(0)
+        logits = self._head_logits(held.inputs, routed)
         log_a = routing.within_task(logits, self.task_of_class, len(self.heads))  # the same under every setting
-        betas = torch.tensor(routing.BETAS)[:, None, None]
-        for (a, s, t), (log_post, task_post, routed) in routes.items():
-            scores = routing.mix(log_post, task_post, logits, self.task_of_class, routed, betas, log_a)
-            self.hits[a, s, t] += (scores.argmax(-1) == held.labels).sum(-1).double()
+        betas = torch.tensor(routing.BETAS)[:, None, None, None]
+        for (a, s), raw in raws.items():
+            for rows in self._hit_chunks(len(held)):
+                log_post, task_post, routed = self._route(raw[rows], temperatures)
+                scores = routing.mix(log_post, task_post, logits[rows], self.task_of_class, routed, betas,
+                                     log_a[rows])  # [beta, temperature, row, class]
+                self.hits[a, s] += (scores.argmax(-1) == held.labels[rows]).sum(-1).T.double()
+
+    def _hit_chunks(self, n: int) -> list[slice]:
+        """Row ranges whose scores under every temperature and beta hold at most 2^22 numbers (16 MB a tensor),
+        whatever the number of held-out rows and classes."""
+        size = max(1, 2**22 // (len(routing.TEMPERATURES) * len(routing.BETAS) * max(1, self.num_classes)))
+        return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
     # -- inference ------------------------------------------------------------------------------------------
     def _class_feature(self, inputs) -> torch.Tensor:
@@ -173,8 +186,10 @@ class Adapters(Learner):
         self.cache.release(keys)  # what the feature came from is not read again
         return out
 
-    def _route(self, raw: torch.Tensor, temperature: float):
-        log_post = F.log_softmax(raw.float() / temperature, dim=1)
+    def _route(self, raw: torch.Tensor, temperature: float | torch.Tensor):
+        """(class log-posteriors, task log-posteriors, routed tasks) of raw class scores at a temperature, or at
+        several ([K, 1, 1]: then each output has a leading dimension K)."""
+        log_post = F.log_softmax(raw.float() / temperature, dim=-1)
         task_post = routing.task_log_posterior(log_post, self.task_of_class, len(self.heads))
         return log_post, task_post, routing.routed_mask(task_post, self.config.top_k)
 
