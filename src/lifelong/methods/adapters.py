@@ -169,9 +169,9 @@ class Adapters(Learner):
                 self.hits[a, s] += (scores.argmax(-1) == held.labels[rows]).sum(-1).T.double()
 
     def _hit_chunks(self, n: int) -> list[slice]:
-        """Row ranges whose scores under every temperature and beta hold at most 2^22 numbers (16 MB a tensor),
+        """Row ranges whose scores under every temperature and beta hold at most 2^20 numbers (4 MB a tensor),
         whatever the number of held-out rows and classes."""
-        size = max(1, 2**22 // (len(routing.TEMPERATURES) * len(routing.BETAS) * max(1, self.num_classes)))
+        size = max(1, 2**20 // (len(routing.TEMPERATURES) * len(routing.BETAS) * max(1, self.num_classes)))
         return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
     # -- inference ------------------------------------------------------------------------------------------
