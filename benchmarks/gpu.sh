@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12 on a lent GPU, in one command: the CUDA tests, the headline run (CLINC150, 10 tasks, default 1-bit
+# Issue 12 on a lent GPU, in one command: the CUDA tests and every method's conformance check on CUDA, the headline run (CLINC150, 10 tasks, default 1-bit
 # `adapters`, seed 0) with the default settings and with bf16 training, and predicting the 4,500 test texts
 # (a plain pass, `predict`, and requests of 256 texts: predictions per second).
 #
@@ -25,13 +25,14 @@ if ! $PY -c "import pydantic" 2>/dev/null; then
         .device/whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/lifelong-site:$PWD/src LIFELONG_DATA=$PWD/.device HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-$PY benchmarks/device_pack.py unpack /tmp/lifelong-minilm || exit 1
+$PY benchmarks/device_pack.py unpack /tmp/lifelong-minilm --site /tmp/lifelong-site || exit 1
 $PY -c "import sys, torch, transformers; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers',
 transformers.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA',
 'cpus', torch.get_num_threads())" | tee "$OUT/versions.txt"
 
-step "CUDA tests"
-$PY -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 | tail -5 | tee "$OUT/tests.txt"
+step "tests: the device tests, and every method's conformance check with its backbone on $DEVICE"
+LIFELONG_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_conformance.py \
+    2>&1 | tail -25 | tee "$OUT/tests.txt"
 
 run() {  # NAME [ENV=VALUE ...]: one headline run, its results.json to $OUT/run-NAME.json
     local name=$1; shift

@@ -11,6 +11,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# where the `enc` fixture's backbone runs: benchmarks/gpu.sh runs the conformance suite with this set to cuda on a
+# lent GPU; every other run of the suite is on the CPU
+TEST_DEVICE = os.environ.get("LIFELONG_TEST_DEVICE", "cpu")
 
 # Three clearly separable intents, a few phrasings each: enough for a real encoder to tell them apart.
 PHRASES = {
@@ -69,10 +72,10 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def enc(tiny_backbone):
-    """The tiny backbone, loaded once per test module."""
+    """The tiny backbone, loaded once per test module (on LIFELONG_TEST_DEVICE)."""
     from lifelong.backbones import load_backbone
 
-    return load_backbone(tiny_backbone)
+    return load_backbone(tiny_backbone, device=TEST_DEVICE)
 
 
 @pytest.fixture
