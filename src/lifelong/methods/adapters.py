@@ -150,15 +150,16 @@ class Adapters(Learner):
         raws = {}
         for a, s in ((a, s) for a in range(len(ALPHAS)) for s in range(len(SHRINKAGES))
                      if ALPHAS[a] == 0 or self.classes.rank):
-            raws[a, s] = self.classes.scores(x, SHRINKAGES[s], ALPHAS[a])  # each setting's scores, once
-            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raws[a, s])
+            raw = self.classes.scores(x, SHRINKAGES[s], ALPHAS[a])  # each setting's scores, once
+            self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raw)
+            raws[a, s] = raw.float()  # what routing reads (`_route`): half the memory of float64
         temperatures = torch.tensor(routing.TEMPERATURES)[:, None, None]
         # each task's head runs only on the rows some candidate setting routes to it
-        routed = torch.zeros(len(held), len(self.heads), dtype=torch.bool)
+        union = torch.zeros(len(held), len(self.heads), dtype=torch.bool)
         for raw in raws.values():
             for rows in self._hit_chunks(len(held)):
-                routed[rows] |= self._route(raw[rows], temperatures)[2].any(0)
-        logits = self._head_logits(held.inputs, routed)
+                union[rows] |= self._route(raw[rows], temperatures)[2].any(0)
+        logits = self._head_logits(held.inputs, union)
         log_a = routing.within_task(logits, self.task_of_class, len(self.heads))  # the same under every setting
         betas = torch.tensor(routing.BETAS)[:, None, None, None]
         for (a, s), raw in raws.items():
