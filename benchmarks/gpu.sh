@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue 12 on a lent GPU, in one command: the CUDA tests and every method's conformance check on CUDA, the headline run (CLINC150, 10 tasks, default 1-bit
-# `adapters`, seed 0) with the default settings and with bf16 training, and predicting the 4,500 test texts
-# (a plain pass, `predict`, and requests of 256 texts: predictions per second).
+# Issue 12 on a lent GPU, in one command, in this order: the headline run (CLINC150, 10 tasks, default 1-bit
+# `adapters`, seed 0, default settings); predicting the 4,500 test texts (a plain pass, `predict`, and requests of
+# 256 texts: predictions per second); the device tests and every method's conformance check with the backbone on
+# the GPU; the headline run again with bf16 training. Each step has a time limit, and a stopped step leaves the
+# ones before it in $OUT.
 #
 # Prepare here:  .venv/bin/python benchmarks/device_pack.py pack        (writes .device/, about 58 MiB)
 # Run there:     the device tool's run, command `bash benchmarks/gpu.sh`, carry [".device"], timeout_s 600
@@ -30,23 +32,25 @@ $PY -c "import sys, torch, transformers; print(sys.version.split()[0], 'torch', 
 transformers.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA',
 'cpus', torch.get_num_threads())" | tee "$OUT/versions.txt"
 
-step "tests: the device tests, and every method's conformance check with its backbone on $DEVICE"
-LIFELONG_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_conformance.py \
-    2>&1 | tail -25 | tee "$OUT/tests.txt"
-
 run() {  # NAME [ENV=VALUE ...]: one headline run, its results.json to $OUT/run-NAME.json
     local name=$1; shift
     step "run $name"
-    env "$@" $PY -m lifelong.cli run --benchmark clinc150 --method adapters --seed 0 --device "$DEVICE" \
+    env "$@" timeout 300 $PY -m lifelong.cli run --benchmark clinc150 --method adapters --seed 0 --device "$DEVICE" \
         --backbone /tmp/lifelong-minilm --out "/tmp/lifelong-run-$name" --overwrite -q || return 1
     cp "/tmp/lifelong-run-$name/results.json" "$OUT/run-$name.json"
     $PY -c "import json; r = json.load(open('$OUT/run-$name.json')); print('$name', 'final', r['final_accuracy'],
 'seconds', r['total_seconds'], 'peak MB', r['peak_memory_mb'], 'epochs', r['chosen'].get('epochs'))"
 }
+# the issue's measurements first: what comes back from a command stopped at its limit is what $OUT holds by then
 run default LIFELONG_AUTOCAST=auto
-run bf16 LIFELONG_AUTOCAST=bf16
 
 step "predict"
-$PY benchmarks/predict_speed.py /tmp/lifelong-run-default/model --device "$DEVICE" --backbone /tmp/lifelong-minilm \
-    --batch 256 --repeats 3 | tee "$OUT/predict.json"
+timeout 240 $PY benchmarks/predict_speed.py /tmp/lifelong-run-default/model --device "$DEVICE" \
+    --backbone /tmp/lifelong-minilm --batch 256 --repeats 3 | tee "$OUT/predict.json"
+
+step "tests: the device tests, and every method's conformance check with its backbone on $DEVICE"
+LIFELONG_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_devices.py \
+    tests/test_conformance.py 2>&1 | tail -25 | tee "$OUT/tests.txt"
+
+run bf16 LIFELONG_AUTOCAST=bf16
 step "done"
