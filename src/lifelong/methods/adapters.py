@@ -154,19 +154,24 @@ class Adapters(Learner):
             self.loglik[a, s] += self.classes.log_density(x, held.labels, SHRINKAGES[s], ALPHAS[a], raw)
             raws[a, s] = raw.float()  # what routing reads (`_route`): half the memory of float64
         temperatures = torch.tensor(routing.TEMPERATURES)[:, None, None]
-        # each task's head runs only on the rows some candidate setting routes to it
+        chunks = self._hit_chunks(len(held))
+        # each task's head runs only on the rows some candidate setting routes to it; the routings are kept (task
+        # posteriors and masks: [temperature, row, task], small beside the class posteriors, which are recomputed)
         union = torch.zeros(len(held), len(self.heads), dtype=torch.bool)
-        for raw in raws.values():
-            for rows in self._hit_chunks(len(held)):
-                union[rows] |= self._route(raw[rows], temperatures)[2].any(0)
+        routes = {}
+        for (a, s), raw in raws.items():
+            for c, rows in enumerate(chunks):
+                _, task_post, routed = self._route(raw[rows], temperatures)
+                routes[a, s, c] = task_post, routed
+                union[rows] |= routed.any(0)
         logits = self._head_logits(held.inputs, union)
         log_a = routing.within_task(logits, self.task_of_class, len(self.heads))  # the same under every setting
         betas = torch.tensor(routing.BETAS)[:, None, None, None]
         for (a, s), raw in raws.items():
-            for rows in self._hit_chunks(len(held)):
-                log_post, task_post, routed = self._route(raw[rows], temperatures)
-                scores = routing.mix(log_post, task_post, logits[rows], self.task_of_class, routed, betas,
-                                     log_a[rows])  # [beta, temperature, row, class]
+            for c, rows in enumerate(chunks):
+                task_post, routed = routes.pop((a, s, c))
+                scores = routing.mix(self._log_posterior(raw[rows], temperatures), task_post, logits[rows],
+                                     self.task_of_class, routed, betas, log_a[rows])  # [beta, temperature, row, class]
                 self.hits[a, s] += (scores.argmax(-1) == held.labels[rows]).sum(-1).T.double()
 
     def _hit_chunks(self, n: int) -> list[slice]:
@@ -187,10 +192,15 @@ class Adapters(Learner):
         self.cache.release(keys)  # what the feature came from is not read again
         return out
 
+    @staticmethod
+    def _log_posterior(raw: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+        """Class log-posteriors of raw class scores at a temperature, or at several ([K, 1, 1]: then [K, n, C])."""
+        return F.log_softmax(raw.float() / temperature, dim=-1)
+
     def _route(self, raw: torch.Tensor, temperature: float | torch.Tensor):
         """(class log-posteriors, task log-posteriors, routed tasks) of raw class scores at a temperature, or at
         several ([K, 1, 1]: then each output has a leading dimension K)."""
-        log_post = F.log_softmax(raw.float() / temperature, dim=-1)
+        log_post = self._log_posterior(raw, temperature)
         task_post = routing.task_log_posterior(log_post, self.task_of_class, len(self.heads))
         return log_post, task_post, routing.routed_mask(task_post, self.config.top_k)
 
