@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".device"
 EMBEDDINGS = "embeddings.word_embeddings.weight"
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-# the device image's Python (3.12) lacks these; versions as pyproject.toml pins them (and pydantic's own needs)
-WHEELS = ("pydantic==2.14.3", "pydantic-core==2.50.4", "annotated-types==0.8.0", "typing-inspection==0.4.5")
+# the device image's Python (3.12) lacks these: pydantic and its own needs, at the versions installed here (the
+# pyproject pin and what it resolved to)
+WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
 
 
 def clinc_texts() -> list[str]:
@@ -39,6 +40,8 @@ def clinc_texts() -> list[str]:
 
 
 def pack() -> None:
+    from importlib.metadata import version
+
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
@@ -73,7 +76,7 @@ def pack() -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d",
-                    str(PACK / "whl"), *WHEELS], check=True)
+                    str(PACK / "whl"), *(f"{name}=={version(name)}" for name in WHEELS)], check=True)
     check(source, texts)
     size = sum(f.stat().st_size for f in PACK.rglob("*") if f.is_file())
     print(f"wrote {PACK.relative_to(ROOT)}/: {size / 2**20:.1f} MiB ({len(ids)} embedding rows kept)")
